@@ -1,0 +1,59 @@
+/** The validated, typed configuration: what `loadConfig` returns after every check passed. */
+import type { AppSpec, Community, Origin, PeerSpec } from '../plugin-api.js';
+
+export interface AgentConfig {
+  /** HTTP API listen address, gocast form `[host]:port` (":8080"). Empty string disables the API. */
+  readonly listenAddr: string;
+  readonly monitorIntervalMs: number;
+  readonly cleanupTimerMs: number;
+  /** Consul HTTP API base including /v1 (gocast), or '' when Consul is off. */
+  readonly consulAddr: string;
+  readonly consulQueryIntervalMs: number;
+  /** Consul ACL token; secret. */
+  readonly consulToken: string;
+  /** Default consecutive passes to go UP / failures to go DOWN for every app. */
+  readonly rise: number;
+  readonly fall: number;
+  /** Default check timeout for every app. */
+  readonly checkTimeoutMs: number;
+  /** iptables, iptables-nft or iptables-legacy (ip6tables counterpart derived). */
+  readonly iptablesBinary: string;
+  /** Remove a VIP's NAT rules and address right after its withdraw instead of after cleanup_timer. */
+  readonly removeVipOnWithdraw: boolean;
+  /** Size of the check worker pool. */
+  readonly checkWorkers: number;
+  /** Where `vipcast run` writes its pid ('' = none); `vipcast reload` signals it. */
+  readonly pidFile: string;
+}
+
+export interface BgpConfig {
+  readonly localAs: number;
+  /** Router id and next hop; undefined = the address facing the peer (discovered by the router). */
+  readonly localIp?: string;
+  readonly communities: readonly Community[];
+  readonly origin: Origin;
+  /** Port gobgpd listens on for the router to connect; -1 = outbound only (gocast). */
+  readonly listenPort: number;
+  /** 'local_ip' (default) or 'self' (0.0.0.0 / ::, the session's own address). */
+  readonly nextHop: 'local_ip' | 'self';
+  /** Legacy single peer first (if set), then bgp.peers[] in order. */
+  readonly peers: readonly PeerSpec[];
+}
+
+export interface RoutingConfig {
+  readonly plugin: 'gobgp' | 'dry-run';
+  readonly gobgp: {
+    /** `host:port` or `unix:///path`. */
+    readonly address: string;
+  };
+}
+
+export interface VipcastConfig {
+  /** Absolute path of the file this came from ('' when built in code). */
+  readonly file: string;
+  readonly agent: AgentConfig;
+  readonly bgp: BgpConfig;
+  readonly routing: RoutingConfig;
+  /** Apps from the config file (source 'config'). */
+  readonly apps: readonly AppSpec[];
+}

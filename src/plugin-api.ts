@@ -1,0 +1,225 @@
+/**
+ * vipcast plugin API: the contracts between the core and its plugins (monitors, discovery sources, routers, host
+ * networking). Exported to plugin authors as `vipcast/plugin-api`. Everything here is types and constants only, so a
+ * plugin package can depend on it without pulling in the daemon.
+ */
+
+/** The plugin API version this vipcast provides. Plugins declare the semver range they need in `apiVersion`. */
+export const PLUGIN_API_VERSION = '1.0.0';
+
+/** Address family of a prefix. */
+export type Family = 'ipv4' | 'ipv6';
+
+/** A validated IP prefix (host bits clear, length in range). Built only by `parsePrefix`. */
+export interface Prefix {
+  /** Canonical address text (IPv6 in RFC 5952 form). */
+  readonly address: string;
+  /** Prefix length: 0..32 for IPv4, 0..128 for IPv6. */
+  readonly length: number;
+  readonly family: Family;
+  /** Canonical `address/length`: the identity of a route. */
+  readonly text: string;
+}
+
+/** A validated BGP community: standard `a:b` (RFC 1997) or large `a:b:c` (RFC 8092). */
+export type Community =
+  | { readonly type: 'standard'; /** asn * 65536 + value, as sent on the wire. */ readonly value: number; readonly text: string }
+  | { readonly type: 'large'; readonly global: number; readonly local1: number; readonly local2: number; readonly text: string };
+
+/** BGP ORIGIN attribute. */
+export type Origin = 'igp' | 'egp' | 'incomplete';
+
+/** One route vipcast wants announced (or has announced). */
+export interface Route {
+  readonly prefix: Prefix;
+  /** Name of the app this route belongs to. */
+  readonly app: string;
+  readonly origin: Origin;
+  /** Global communities followed by the VIP's own, de-duplicated, in config order. */
+  readonly communities: readonly Community[];
+}
+
+/** The result of one health check. */
+export interface CheckResult {
+  readonly ok: boolean;
+  /** Why the check passed or failed, for logs and /status (an exec check's last output lines, a socket error...). */
+  readonly reason: string;
+}
+
+/** What a check function gets besides its own parameters. */
+export interface CheckContext {
+  /** Aborted when the check's timeout expires or vipcast shuts down. A check must stop promptly when it fires. */
+  readonly signal: AbortSignal;
+  /** The check's time budget in milliseconds (the signal fires when it is spent). */
+  readonly timeoutMs: number;
+}
+
+/**
+ * A monitor's check function. It runs inside a piscina worker thread, never on the main thread, so it may block or
+ * spawn freely; it must honour `ctx.signal`. Its `params` are what the plugin's `parse` returned (structured-clone safe).
+ */
+export type CheckFunction = (params: unknown, ctx: CheckContext) => Promise<CheckResult>;
+
+/** A validated monitor specification, ready to be sent to the check pool. */
+export interface MonitorSpec {
+  /** Monitor type, the plugin's `name` (`port`, `exec`, `http`, `consul`, or a third-party name). */
+  readonly type: string;
+  /** Canonical human-readable form (`port:tcp:53`), used in logs, status and diffs. */
+  readonly text: string;
+  /** Plugin-specific parameters; must survive structured clone. */
+  readonly params: unknown;
+  /** Absolute file URL of the module that exports `check` (a `CheckFunction`), loaded inside the worker. */
+  readonly workerModule: string;
+  /** True when the monitor runs user-supplied commands; only trusted sources may use such monitors. */
+  readonly runsCommands: boolean;
+}
+
+/** Where a monitor spec came from: config files are trusted; HTTP and Consul only when allowlisted. */
+export interface MonitorParseContext {
+  /** Key path or parameter name for error messages (`apps[2].monitors[0]`). */
+  readonly path: string;
+  /** Folder of the config file (relative paths in params resolve against it). */
+  readonly baseDir: string;
+}
+
+/** Base of every plugin descriptor. */
+export interface PluginDescriptorBase {
+  readonly name: string;
+  readonly version: string;
+  /** semver range of PLUGIN_API_VERSION this plugin works with, e.g. `^1.0.0`. */
+  readonly apiVersion: string;
+}
+
+/**
+ * A monitor plugin (default export of a `vipcast-monitor-*` package). `parse` runs on the main thread when a spec
+ * enters vipcast (config, HTTP, Consul tag) and throws a clear error for bad input; the check itself runs in the pool.
+ */
+export interface MonitorPlugin extends PluginDescriptorBase {
+  readonly kind: 'monitor';
+  /** True when the monitor runs user-supplied commands (exec-like): refused from untrusted sources. */
+  readonly runsCommands?: boolean;
+  /** Absolute file URL of the module exporting `check: CheckFunction`. */
+  readonly workerModule: string;
+  /**
+   * Validate the text after `name:` (string form, e.g. `tcp:53` for `port:tcp:53`) or a structured object
+   * (`{ type: name, ... }`) into structured-clone-safe params and a canonical text. Throws with `ctx.path` in the message.
+   */
+  parse(input: string | Record<string, unknown>, ctx: MonitorParseContext): { params: unknown; text: string };
+}
+
+/** How an app entered vipcast. */
+export type AppSource = 'config' | 'http' | 'consul' | (string & {});
+
+/** A NAT rule: traffic to VIP:listenPort is DNAT-ed to local_ip:targetPort. */
+export interface NatRule {
+  readonly protocol: 'tcp' | 'udp';
+  readonly listenPort: number;
+  readonly targetPort: number;
+  /** Canonical gocast form `tcp:53:8053`. */
+  readonly text: string;
+}
+
+/** A validated app: one service, its VIPs, how to check it and what to do while it is healthy. */
+export interface AppSpec {
+  /** Unique, 1..64 chars of [A-Za-z0-9_.-]; the loopback label is `lo:` + the first 12 chars. */
+  readonly name: string;
+  readonly source: AppSource;
+  readonly vips: readonly Prefix[];
+  /** Per-VIP communities (gocast `vip_config.bgp_communities`). */
+  readonly communities: readonly Community[];
+  readonly monitors: readonly MonitorSpec[];
+  readonly nats: readonly NatRule[];
+  /** Consecutive passes needed to go UP. */
+  readonly rise: number;
+  /** Consecutive failures needed to go DOWN. */
+  readonly fall: number;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+}
+
+/** A BGP peer, validated. */
+export interface PeerSpec {
+  /** Peer address; undefined means "the default gateway", resolved by the router. */
+  readonly address?: string;
+  readonly asn: number;
+  /** undefined = eBGP multihop (TTL 255) when the AS differ; false = never; true = always. */
+  readonly multiHop?: boolean;
+  /** MD5 password, resolved from `md5_password` or the env var named by `md5_env_var`. Never logged. */
+  readonly md5Password?: string;
+  readonly md5EnvVar?: string;
+  readonly communities: readonly Community[];
+}
+
+/** State of one BGP session, for the API. Never carries a password. */
+export interface PeerState {
+  readonly address: string;
+  readonly asn: number;
+  readonly state: string;
+  /** Seconds since the session was established, 0 when not established. */
+  readonly uptimeSeconds: number;
+  readonly prefixesSent: number;
+  readonly prefixesReceived: number;
+}
+
+/**
+ * A routing backend. Every method is called from the reconciler's single action queue only, never concurrently.
+ * Implementations: `gobgp` (gRPC to gobgpd) and `dry-run` (logs and an in-memory RIB).
+ */
+export interface Router {
+  readonly name: string;
+  /** Connect and set up global config; may resolve before the speaker answers (the reconciler retries). */
+  start(): Promise<void>;
+  /** Announce (or replace the attributes of) one route. */
+  announce(route: Route, reason: string): Promise<void>;
+  /** Withdraw one route by prefix. */
+  withdraw(route: Route, reason: string): Promise<void>;
+  /** The routes vipcast owns in the speaker right now (the speaker's own RIB, not a cache). */
+  listRoutes(): Promise<Route[]>;
+  /** Make the speaker's peers match `peers`: add, update and delete one by one; unchanged peers keep their session. */
+  applyPeers(peers: readonly PeerSpec[]): Promise<void>;
+  peerStates(): Promise<PeerState[]>;
+  /** Withdraw nothing by itself; releases connections. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** An address vipcast keeps on the loopback interface for an app. */
+export interface VipBinding {
+  readonly app: string;
+  readonly prefix: Prefix;
+}
+
+/** One NAT rule bound to a VIP. */
+export interface NatBinding {
+  readonly app: string;
+  readonly vip: Prefix;
+  readonly rule: NatRule;
+}
+
+/**
+ * The host side: loopback addresses and NAT rules. Implementations: real (`ip`, `iptables-restore`, no shell) and
+ * logging (dry-run). Called from the reconciler's action queue only.
+ */
+export interface HostNetwork {
+  readonly name: string;
+  start(): Promise<void>;
+  /** The vipcast-owned addresses present on the host now. */
+  listVips(): Promise<VipBinding[]>;
+  /** Add the address (idempotent: present is fine). */
+  addVip(binding: VipBinding): Promise<void>;
+  /** Remove the address (idempotent: absent is fine). */
+  removeVip(binding: VipBinding): Promise<void>;
+  /** The NAT rules in vipcast's own chain now. */
+  listNat(): Promise<NatBinding[]>;
+  /** Replace vipcast's NAT rules with exactly `rules`, atomically. */
+  setNat(rules: readonly NatBinding[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A discovery source: owns a set of apps and says when it changes. */
+export interface Discovery {
+  readonly name: string;
+  start(onChange: (apps: readonly AppSpec[]) => void): Promise<void>;
+  /** The source's current apps. */
+  apps(): readonly AppSpec[];
+  close(): Promise<void>;
+}
