@@ -1,0 +1,62 @@
+/**
+ * Known monitor plugins by name, and the one entry point that turns a monitor spec from any source (config file,
+ * HTTP registration, Consul tag) into a validated `MonitorSpec` (invariant 4).
+ */
+import type { MonitorParseContext, MonitorPlugin, MonitorSpec } from '../plugin-api.js';
+import { valueError } from './errors.js';
+import portMonitor from '../plugins/monitors/port/index.js';
+import execMonitor from '../plugins/monitors/exec/index.js';
+import httpMonitor from '../plugins/monitors/http/index.js';
+
+export function builtinMonitors(): MonitorPlugin[] {
+  return [portMonitor, execMonitor, httpMonitor];
+}
+
+export interface MonitorInputContext extends MonitorParseContext {
+  /** False for HTTP registrations and Consul tags: monitors that run commands are refused there. */
+  readonly trusted: boolean;
+}
+
+export class MonitorRegistry {
+  private readonly plugins = new Map<string, MonitorPlugin>();
+
+  constructor(plugins: readonly MonitorPlugin[] = builtinMonitors()) {
+    for (const p of plugins) this.add(p);
+  }
+
+  add(plugin: MonitorPlugin): void {
+    if (this.plugins.has(plugin.name)) throw valueError(`plugins`, `two monitor plugins are named "${plugin.name}"`);
+    this.plugins.set(plugin.name, plugin);
+  }
+
+  names(): string[] {
+    return [...this.plugins.keys()].sort();
+  }
+
+  /** Parse `type:rest` (gocast string form) or `{ type, ...params }` into a MonitorSpec. */
+  parse(input: unknown, ctx: MonitorInputContext): MonitorSpec {
+    let type: string;
+    let rest: string | Record<string, unknown>;
+    if (typeof input === 'string') {
+      const colon = input.indexOf(':');
+      type = (colon === -1 ? input : input.slice(0, colon)).trim();
+      rest = colon === -1 ? '' : input.slice(colon + 1);
+    } else if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+      const obj = input as Record<string, unknown>;
+      if (typeof obj.type !== 'string') throw valueError(ctx.path, 'a structured monitor needs a "type" (e.g. { type: port, host: 127.0.0.1, port: 53 })');
+      type = obj.type;
+      rest = obj;
+    } else {
+      throw valueError(ctx.path, `${JSON.stringify(input)} is not a monitor (want "port:tcp:53", "exec:CMD", "http:URL" or { type: ... })`);
+    }
+    const plugin = this.plugins.get(type);
+    if (!plugin) {
+      throw valueError(ctx.path, `unknown monitor type "${type}" (known: ${this.names().join(', ')})`);
+    }
+    if (plugin.runsCommands && !ctx.trusted) {
+      throw valueError(ctx.path, `"${type}" monitors run commands and are only accepted from the config file`);
+    }
+    const { params, text } = plugin.parse(rest, ctx);
+    return Object.freeze({ type, text: `${type}:${text}`, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
+  }
+}

@@ -1,0 +1,34 @@
+/**
+ * `exec` monitor: `exec:CMD` runs CMD with `bash -c` (as gocast does); exit 0 = up. At the timeout the whole process
+ * group is killed. The last lines of output become the reason. Only accepted from trusted sources (the config file).
+ */
+import type { MonitorPlugin } from '../../../plugin-api.js';
+import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
+import { valueError } from '../../../core/errors.js';
+
+export interface ExecParams {
+  command: string;
+}
+
+const execMonitor: MonitorPlugin = {
+  kind: 'monitor',
+  name: 'exec',
+  version: '1.0.0',
+  apiVersion: `^${PLUGIN_API_VERSION}`,
+  runsCommands: true,
+  workerModule: new URL('./check.js', import.meta.url).href,
+  parse(input, ctx) {
+    const command = typeof input === 'string' ? input : input.command;
+    if (typeof input === 'object') {
+      for (const key of Object.keys(input)) {
+        if (key !== 'type' && key !== 'command') throw valueError(`${ctx.path}.${key}`, 'unknown key for an exec monitor (known: command)');
+      }
+    }
+    if (typeof command !== 'string' || command.trim() === '') throw valueError(ctx.path, 'an exec monitor needs a command ("exec:CMD")');
+    if (command.includes('\0')) throw valueError(ctx.path, 'the exec command contains a NUL byte');
+    const params: ExecParams = { command };
+    return { params, text: command };
+  },
+};
+
+export default execMonitor;
