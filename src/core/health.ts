@@ -1,0 +1,190 @@
+/**
+ * HealthTracker: runs each app's monitors on the app's own interval through the check pool and turns results into
+ * UP/DOWN with rise/fall hysteresis. The main thread only schedules and records; checks run in worker threads.
+ *
+ * - All monitors of one app run in parallel; a round passes when every monitor passes.
+ * - A round never overlaps the app's previous round: the next one starts `intervalMs` after the previous one started,
+ *   or at once when the previous round took longer than that.
+ * - An app with no monitors is UP at once (gocast behaviour).
+ */
+import type { AppSpec, CheckResult, MonitorSpec } from '../plugin-api.js';
+import type { Logger } from './logger.js';
+
+export type HealthState = 'unknown' | 'up' | 'down';
+
+/** What runs one check; the CheckPool in production. Never rejects. */
+export interface CheckRunner {
+  run(spec: MonitorSpec, timeoutMs: number): Promise<CheckResult & { durationMs: number }>;
+}
+
+export interface AppHealth {
+  readonly app: string;
+  readonly state: HealthState;
+  /** Consecutive passing / failing rounds. */
+  readonly passes: number;
+  readonly failures: number;
+  /** Reason of the last round (first failing monitor's reason, or "all N monitors passed"). */
+  readonly reason: string;
+  /** Per monitor: last result. */
+  readonly monitors: ReadonlyArray<{ readonly monitor: string; readonly ok: boolean; readonly reason: string; readonly durationMs: number }>;
+  readonly lastCheckAt: number;
+  /** When the state last changed (ms since epoch). */
+  readonly since: number;
+  readonly rounds: number;
+}
+
+export interface HealthChange {
+  readonly app: string;
+  readonly state: HealthState;
+  readonly previous: HealthState;
+  readonly reason: string;
+  /** When the deciding round finished (performance.now()). */
+  readonly decidedAt: number;
+  /** When the deciding round's checks started (performance.now()). */
+  readonly roundStartedAt: number;
+}
+
+interface Entry {
+  spec: AppSpec;
+  health: AppHealth;
+  timer: NodeJS.Timeout | undefined;
+  running: boolean;
+  stopped: boolean;
+  /** Bumped whenever the spec changes, so a round started under an old spec doesn't count. */
+  generation: number;
+}
+
+export class HealthTracker {
+  private readonly apps = new Map<string, Entry>();
+  private readonly listeners: Array<(change: HealthChange) => void> = [];
+  private closed = false;
+
+  constructor(private readonly runner: CheckRunner, private readonly log: Logger) {}
+
+  onChange(listener: (change: HealthChange) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Start tracking an app, or update its spec. `keepState` keeps counters and state (for an unchanged-monitors update). */
+  track(spec: AppSpec, opts: { keepState?: boolean } = {}): void {
+    if (this.closed) return;
+    const existing = this.apps.get(spec.name);
+    if (existing) {
+      existing.spec = spec;
+      existing.generation++;
+      if (!opts.keepState) this.reset(existing);
+      if (existing.timer) clearTimeout(existing.timer);
+      existing.timer = undefined;
+      if (!existing.running) this.schedule(existing, 0);
+      return;
+    }
+    const entry: Entry = {
+      spec,
+      health: emptyHealth(spec.name),
+      timer: undefined,
+      running: false,
+      stopped: false,
+      generation: 0,
+    };
+    this.apps.set(spec.name, entry);
+    if (spec.monitors.length === 0) {
+      this.log.warn({ app: spec.name }, 'app has no monitors: it is always healthy');
+    }
+    this.schedule(entry, 0);
+  }
+
+  untrack(name: string): void {
+    const entry = this.apps.get(name);
+    if (!entry) return;
+    entry.stopped = true;
+    if (entry.timer) clearTimeout(entry.timer);
+    this.apps.delete(name);
+  }
+
+  get(name: string): AppHealth | undefined {
+    return this.apps.get(name)?.health;
+  }
+
+  all(): AppHealth[] {
+    return [...this.apps.values()].map((e) => e.health);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const name of [...this.apps.keys()]) this.untrack(name);
+  }
+
+  private reset(entry: Entry): void {
+    entry.health = emptyHealth(entry.spec.name);
+  }
+
+  private schedule(entry: Entry, delayMs: number): void {
+    if (entry.stopped || this.closed) return;
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      void this.round(entry);
+    }, delayMs);
+  }
+
+  private async round(entry: Entry): Promise<void> {
+    if (entry.stopped || entry.running) return;
+    entry.running = true;
+    const startedAt = performance.now();
+    const generation = entry.generation;
+    const spec = entry.spec;
+    let results: Array<CheckResult & { durationMs: number }>;
+    try {
+      results = await Promise.all(spec.monitors.map((m) => this.runner.run(m, spec.timeoutMs)));
+    } catch (err) {
+      // The runner never rejects by contract; if it does, count the round as failed rather than crash.
+      results = spec.monitors.map(() => ({ ok: false, reason: `check runner failed: ${String(err)}`, durationMs: 0 }));
+    }
+    entry.running = false;
+    if (entry.stopped) return;
+    if (generation === entry.generation) this.record(entry, spec, results, startedAt);
+    const elapsed = performance.now() - startedAt;
+    // A spec change during the round asks for a fresh round at once.
+    this.schedule(entry, generation === entry.generation ? Math.max(0, entry.spec.intervalMs - elapsed) : 0);
+  }
+
+  private record(entry: Entry, spec: AppSpec, results: Array<CheckResult & { durationMs: number }>, startedAt: number): void {
+    const ok = results.every((r) => r.ok);
+    const failed = spec.monitors.findIndex((_, i) => !results[i]!.ok);
+    const reason = ok
+      ? spec.monitors.length === 0 ? 'no monitors' : `all ${spec.monitors.length} monitors passed`
+      : `${spec.monitors[failed]!.text}: ${results[failed]!.reason}`;
+    const prev = entry.health;
+    const passes = ok ? prev.passes + 1 : 0;
+    const failures = ok ? 0 : prev.failures + 1;
+    let state = prev.state;
+    if (ok && passes >= spec.rise) state = 'up';
+    else if (!ok && failures >= spec.fall) state = 'down';
+    const now = Date.now();
+    entry.health = {
+      app: spec.name,
+      state,
+      passes,
+      failures,
+      reason,
+      monitors: spec.monitors.map((m, i) => ({ monitor: m.text, ok: results[i]!.ok, reason: results[i]!.reason, durationMs: results[i]!.durationMs })),
+      lastCheckAt: now,
+      since: state === prev.state ? prev.since : now,
+      rounds: prev.rounds + 1,
+    };
+    if (state !== prev.state) {
+      const change: HealthChange = { app: spec.name, state, previous: prev.state, reason, decidedAt: performance.now(), roundStartedAt: startedAt };
+      this.log.info({ app: spec.name, state, previous: prev.state, reason }, `app is ${state}`);
+      for (const l of this.listeners) {
+        try {
+          l(change);
+        } catch (err) {
+          this.log.error({ err, app: spec.name }, 'health listener failed');
+        }
+      }
+    }
+  }
+}
+
+function emptyHealth(app: string): AppHealth {
+  return { app, state: 'unknown', passes: 0, failures: 0, reason: 'not checked yet', monitors: [], lastCheckAt: 0, since: Date.now(), rounds: 0 };
+}

@@ -1,0 +1,410 @@
+/**
+ * Reconciler: the level-triggered control loop (invariants 1-3).
+ *
+ * Desired state is computed from the registry and health: the VIPs of UP apps are announced; an app that went DOWN
+ * keeps its address and NAT rules until its cleanup timer fires (gocast semantics), or loses them right after the
+ * withdraw with `remove_vip_on_withdraw`. Actual state is the router's own RIB and the host's addresses and rules.
+ * A pass issues only the difference, in the safe order:
+ *   withdraw -> add addresses -> NAT rules -> remove addresses -> announce
+ * so a route is never announced for an address that is not on the host, and a withdraw always precedes the removal.
+ *
+ * Passes run one at a time on the action queue; events during a pass coalesce into one more pass. A pass triggered
+ * by an event uses the model of actual state kept from the last full read plus vipcast's own successful actions; a
+ * full pass (timer, router reconnect, start) reads the world again, so a gobgpd restart, a lost address or a rule
+ * deleted by hand heals by itself.
+ */
+import type { AppSpec, Community, HostNetwork, NatBinding, Route, Router, VipBinding } from '../plugin-api.js';
+import type { BgpConfig } from './config-types.js';
+import type { AppRegistry } from './registry.js';
+import type { HealthTracker } from './health.js';
+import type { Logger } from './logger.js';
+import { routeKey } from '../plugins/routing/route-attributes.js';
+import { SerialQueue } from './serial-queue.js';
+
+export interface ReconcilerOptions {
+  bgp: Pick<BgpConfig, 'communities' | 'origin'>;
+  cleanupTimerMs: number;
+  removeVipOnWithdraw: boolean;
+  /** Full resync period. */
+  resyncMs?: number;
+  /** Retry delay after a failed action. */
+  retryMs?: number;
+}
+
+export interface AppStatus {
+  readonly app: string;
+  readonly source: string;
+  /** Routes in the speaker's RIB for this app. */
+  readonly announced: string[];
+  /** Address and NAT held on the host. */
+  readonly hostHeld: boolean;
+  /** When a DOWN app's cleanup timer fires (ms since epoch), if running. */
+  readonly cleanupAt?: number;
+  /** The last effect that failed for this app, if it has not succeeded since. */
+  readonly error?: string;
+}
+
+export interface ReconcilerStats {
+  passes: number;
+  fullPasses: number;
+  announces: number;
+  withdraws: number;
+  errors: number;
+}
+
+interface AppState {
+  hostHeld: boolean;
+  cleanupTimer?: NodeJS.Timeout;
+  cleanupAt?: number;
+  error?: string;
+}
+
+interface Model {
+  routes: Map<string, Route>;
+  vips: Map<string, VipBinding>;
+  nat: NatBinding[];
+}
+
+export class Reconciler {
+  readonly queue = new SerialQueue();
+  readonly stats: ReconcilerStats = { passes: 0, fullPasses: 0, announces: 0, withdraws: 0, errors: 0 };
+  private readonly state = new Map<string, AppState>();
+  private model: Model | undefined;
+  private passQueued: Promise<void> | undefined;
+  private wantFull = false;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly listeners: Array<(event: RouteEvent) => void> = [];
+
+  constructor(
+    private readonly registry: AppRegistry,
+    private readonly health: HealthTracker,
+    private router: Router,
+    private host: HostNetwork,
+    private opts: ReconcilerOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Subscribe to effects (announce/withdraw done), for metrics and tests. */
+  onRoute(listener: (event: RouteEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  start(): void {
+    this.scheduleResync();
+  }
+
+  /** Replace options (reload): takes effect at the next pass. */
+  configure(opts: ReconcilerOptions): void {
+    this.opts = opts;
+    this.scheduleResync();
+  }
+
+  /** Swap the router or host implementation (reload); the next pass is full. */
+  swap(parts: { router?: Router; host?: HostNetwork }): void {
+    if (parts.router) this.router = parts.router;
+    if (parts.host) this.host = parts.host;
+    this.model = undefined;
+  }
+
+  /** Ask for a pass; returns when a pass that started after this call has finished. */
+  trigger(full = false): Promise<void> {
+    if (full) this.wantFull = true;
+    if (this.stopped) return Promise.resolve();
+    if (this.passQueued) return this.passQueued;
+    const p = this.queue.run(async () => {
+      this.passQueued = undefined;
+      const doFull = this.wantFull || this.model === undefined;
+      this.wantFull = false;
+      await this.pass(doFull);
+    });
+    this.passQueued = p;
+    return p.catch((err) => {
+      this.stats.errors++;
+      this.log.error({ err }, 'reconcile pass failed');
+      this.retrySoon();
+    });
+  }
+
+  /** Called by the health tracker on every state change. */
+  healthChanged(app: string, state: 'unknown' | 'up' | 'down'): void {
+    const st = this.appState(app);
+    if (state === 'up') {
+      st.hostHeld = true;
+      this.cancelCleanup(st);
+    } else if (state === 'down' && st.hostHeld) {
+      if (this.opts.removeVipOnWithdraw) st.hostHeld = false;
+      else this.startCleanup(app, st);
+    }
+    void this.trigger();
+  }
+
+  /** Called when an app leaves the registry: its routes, rules and address go (in order) at the next pass. */
+  appRemoved(app: string): void {
+    const st = this.state.get(app);
+    if (st) this.cancelCleanup(st);
+    this.state.delete(app);
+    void this.trigger();
+  }
+
+  status(): AppStatus[] {
+    const routes = this.model?.routes ?? new Map<string, Route>();
+    return this.registry.all().map((app) => {
+      const st = this.state.get(app.name);
+      return {
+        app: app.name,
+        source: app.source,
+        announced: [...routes.values()].filter((r) => r.app === app.name).map((r) => r.prefix.text),
+        hostHeld: st?.hostHeld ?? false,
+        ...(st?.cleanupAt !== undefined ? { cleanupAt: st.cleanupAt } : {}),
+        ...(st?.error !== undefined ? { error: st.error } : {}),
+      };
+    });
+  }
+
+  /** Routes vipcast believes are in the speaker (from the last read plus its own actions). */
+  announced(): Route[] {
+    return [...(this.model?.routes.values() ?? [])];
+  }
+
+  /**
+   * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
+   * queue after whatever is in flight; no pass runs after it.
+   */
+  async shutdown(reason = 'shutdown'): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.resyncTimer);
+    clearTimeout(this.retryTimer);
+    for (const st of this.state.values()) this.cancelCleanup(st);
+    await this.queue.run(async () => {
+      const routes = await this.router.listRoutes().catch((err) => {
+        this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
+        return [...(this.model?.routes.values() ?? [])];
+      });
+      for (const r of routes) await this.tryWithdraw(r, reason);
+      await this.host.setNat([]).catch((err) => this.log.error({ err }, 'could not remove NAT rules at shutdown'));
+      const vips = await this.host.listVips().catch(() => [...(this.model?.vips.values() ?? [])]);
+      for (const v of vips) await this.host.removeVip(v).catch((err) => this.log.error({ err, app: v.app, vip: v.prefix.text }, 'could not remove address at shutdown'));
+    });
+  }
+
+  /** Stop timers without touching the world (used when a reload replaces this reconciler's options). */
+  close(): void {
+    this.stopped = true;
+    clearTimeout(this.resyncTimer);
+    clearTimeout(this.retryTimer);
+    for (const st of this.state.values()) this.cancelCleanup(st);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+
+  private appState(app: string): AppState {
+    let st = this.state.get(app);
+    if (!st) {
+      st = { hostHeld: false };
+      this.state.set(app, st);
+    }
+    return st;
+  }
+
+  private startCleanup(app: string, st: AppState): void {
+    if (st.cleanupTimer) return;
+    st.cleanupAt = Date.now() + this.opts.cleanupTimerMs;
+    st.cleanupTimer = setTimeout(() => {
+      st.cleanupTimer = undefined;
+      st.cleanupAt = undefined;
+      this.log.info({ app, cleanup_timer_ms: this.opts.cleanupTimerMs }, 'app down for cleanup_timer: removing it');
+      st.hostHeld = false;
+      // gocast: the app is dropped; a config app comes back on reload, a Consul app at the next poll.
+      this.registry.remove(app);
+      void this.trigger();
+    }, this.opts.cleanupTimerMs);
+    st.cleanupTimer.unref?.();
+  }
+
+  private cancelCleanup(st: AppState): void {
+    if (st.cleanupTimer) clearTimeout(st.cleanupTimer);
+    st.cleanupTimer = undefined;
+    st.cleanupAt = undefined;
+  }
+
+  private scheduleResync(): void {
+    clearTimeout(this.resyncTimer);
+    if (this.stopped) return;
+    const ms = this.opts.resyncMs ?? 10_000;
+    this.resyncTimer = setTimeout(() => {
+      void this.trigger(true).finally(() => this.scheduleResync());
+    }, ms);
+    this.resyncTimer.unref?.();
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.trigger(true);
+    }, this.opts.retryMs ?? 1000);
+    this.retryTimer.unref?.();
+  }
+
+  private desiredRoute(app: AppSpec, prefixIndex: number): Route {
+    const seen = new Set<string>();
+    const communities: Community[] = [];
+    for (const c of [...this.opts.bgp.communities, ...app.communities]) {
+      if (!seen.has(c.text)) {
+        seen.add(c.text);
+        communities.push(c);
+      }
+    }
+    return { prefix: app.vips[prefixIndex]!, app: app.name, origin: this.opts.bgp.origin, communities };
+  }
+
+  private async readModel(): Promise<Model> {
+    const [routes, vips, nat] = await Promise.all([this.router.listRoutes(), this.host.listVips(), this.host.listNat()]);
+    return {
+      routes: new Map(routes.map((r) => [r.prefix.text, r])),
+      vips: new Map(vips.map((v) => [v.prefix.text, v])),
+      nat,
+    };
+  }
+
+  private async pass(full: boolean): Promise<void> {
+    this.stats.passes++;
+    if (full || !this.model) {
+      this.stats.fullPasses++;
+      this.model = await this.readModel();
+    }
+    const model = this.model;
+    const apps = this.registry.all();
+    let failed = false;
+    for (const app of apps) {
+      const st = this.state.get(app.name);
+      if (st) st.error = undefined;
+    }
+    const fail = (app: string, what: string, err: unknown) => {
+      failed = true;
+      this.stats.errors++;
+      const st = this.appState(app);
+      st.error = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+      this.log.error({ err, app }, `${what} failed`);
+    };
+
+    // Desired state.
+    const wantRoutes = new Map<string, Route>();
+    const wantVips = new Map<string, VipBinding>();
+    const wantNat: NatBinding[] = [];
+    for (const app of apps) {
+      const held = this.state.get(app.name)?.hostHeld ?? false;
+      const up = this.health.get(app.name)?.state === 'up';
+      if (held || up) {
+        for (const vip of app.vips) {
+          wantVips.set(vip.text, { app: app.name, prefix: vip });
+          // gocast's NAT target is IPv4 local_ip; the host network decides per family.
+          for (const rule of app.nats) wantNat.push({ app: app.name, vip, rule });
+        }
+      }
+      if (up) app.vips.forEach((_, i) => { const r = this.desiredRoute(app, i); wantRoutes.set(r.prefix.text, r); });
+    }
+
+    // 1. Withdraw what must not be announced (or belongs to another app now).
+    for (const [key, route] of model.routes) {
+      const want = wantRoutes.get(key);
+      if (want && want.app === route.app) continue;
+      if (want && route.app === '') continue; // a path from an earlier run of the same VIP: replaced below, no flap
+      try {
+        await this.router.withdraw(route, want ? 'owner changed' : this.whyNot(route.app));
+        model.routes.delete(key);
+        this.stats.withdraws++;
+        this.emit({ action: 'withdraw', route });
+      } catch (err) {
+        fail(route.app, `withdraw ${key}`, err);
+      }
+    }
+
+    // 2. Addresses before rules before routes.
+    for (const [key, vip] of wantVips) {
+      if (model.vips.get(key)?.app === vip.app) continue;
+      try {
+        await this.host.addVip(vip);
+        model.vips.set(key, vip);
+      } catch (err) {
+        fail(vip.app, `add address ${key}`, err);
+      }
+    }
+    // Rules only for addresses that are present; a rule set that didn't apply blocks those apps' announces.
+    const natFor = wantNat.filter((n) => model.vips.has(n.vip.text));
+    const natBlocked = new Set<string>();
+    if (natKey(natFor) !== natKey(model.nat)) {
+      try {
+        await this.host.setNat(natFor);
+        model.nat = natFor;
+      } catch (err) {
+        for (const n of natFor) natBlocked.add(n.app);
+        for (const app of natBlocked) fail(app, 'NAT rules', err);
+      }
+    }
+    for (const [key, vip] of model.vips) {
+      if (wantVips.get(key)?.app === vip.app) continue;
+      if (model.nat.some((n) => n.vip.text === key)) continue; // rules failed to go: keep the address they point at
+      try {
+        await this.host.removeVip(vip);
+        model.vips.delete(key);
+      } catch (err) {
+        fail(vip.app, `remove address ${key}`, err);
+      }
+    }
+
+    // 3. Announce what is missing or changed, only where the address is on the host.
+    for (const [key, route] of wantRoutes) {
+      const have = model.routes.get(key);
+      if (have && have.app === route.app && routeKey(have) === routeKey(route)) continue;
+      if (model.vips.get(key)?.app !== route.app) {
+        if (!this.state.get(route.app)?.error) fail(route.app, `announce ${key}`, new Error('address is not on the host'));
+        continue;
+      }
+      if (natBlocked.has(route.app)) continue;
+      try {
+        await this.router.announce(route, have ? 'attributes changed' : 'app is up');
+        model.routes.set(key, route);
+        this.stats.announces++;
+        this.emit({ action: 'announce', route });
+      } catch (err) {
+        fail(route.app, `announce ${key}`, err);
+      }
+    }
+    if (failed) this.retrySoon();
+  }
+
+  private async tryWithdraw(route: Route, reason: string): Promise<void> {
+    try {
+      await this.router.withdraw(route, reason);
+      this.model?.routes.delete(route.prefix.text);
+      this.stats.withdraws++;
+      this.emit({ action: 'withdraw', route });
+    } catch (err) {
+      this.stats.errors++;
+      this.log.error({ err, app: route.app, prefix: route.prefix.text }, 'withdraw failed');
+    }
+  }
+
+  private whyNot(app: string): string {
+    if (app === '') return 'stale path from an earlier run';
+    if (!this.registry.get(app)) return 'app removed';
+    const h = this.health.get(app);
+    return h ? `app is ${h.state}: ${h.reason}` : 'app is not tracked';
+  }
+
+  private emit(event: RouteEvent): void {
+    for (const l of this.listeners) l(event);
+  }
+}
+
+export interface RouteEvent {
+  readonly action: 'announce' | 'withdraw';
+  readonly route: Route;
+}
+
+function natKey(rules: readonly NatBinding[]): string {
+  return rules.map((n) => `${n.app}|${n.vip.text}|${n.rule.text}`).sort().join('\n');
+}

@@ -1,0 +1,104 @@
+/**
+ * AppRegistry: every app vipcast knows, by name, with the source it came from (config file, HTTP registration,
+ * Consul, plugins). A VIP belongs to one app only: a registration that would share one is refused.
+ */
+import type { AppSource, AppSpec } from '../plugin-api.js';
+import { VipcastError } from './errors.js';
+
+export type RegistryEvent =
+  | { readonly type: 'added'; readonly app: AppSpec }
+  | { readonly type: 'changed'; readonly app: AppSpec; readonly previous: AppSpec }
+  | { readonly type: 'removed'; readonly app: AppSpec };
+
+export class AppRegistry {
+  private readonly apps = new Map<string, AppSpec>();
+  private readonly listeners: Array<(event: RegistryEvent) => void> = [];
+
+  onChange(listener: (event: RegistryEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  get(name: string): AppSpec | undefined {
+    return this.apps.get(name);
+  }
+
+  all(): AppSpec[] {
+    return [...this.apps.values()];
+  }
+
+  /** Why `spec` can't be added next to the apps there now (ignoring apps named in `replacing`), or undefined. */
+  conflict(spec: AppSpec, replacing: ReadonlySet<string> = new Set([spec.name])): string | undefined {
+    const existing = this.apps.get(spec.name);
+    if (existing && existing.source !== spec.source) {
+      return `app "${spec.name}" is already registered by ${existing.source}`;
+    }
+    for (const other of this.apps.values()) {
+      if (other.name === spec.name || replacing.has(other.name)) continue;
+      for (const vip of spec.vips) {
+        if (other.vips.some((v) => v.text === vip.text)) return `VIP ${vip.text} already belongs to app "${other.name}" (${other.source})`;
+      }
+    }
+    return undefined;
+  }
+
+  /** Add or replace one app; refused (VIPCAST_ERR_REGISTRATION) on a name or VIP conflict. */
+  upsert(spec: AppSpec): void {
+    const why = this.conflict(spec);
+    if (why) throw new VipcastError('VIPCAST_ERR_REGISTRATION', why);
+    const previous = this.apps.get(spec.name);
+    this.apps.set(spec.name, spec);
+    if (!previous) this.emit({ type: 'added', app: spec });
+    else if (!sameApp(previous, spec)) this.emit({ type: 'changed', app: spec, previous });
+  }
+
+  remove(name: string): AppSpec | undefined {
+    const app = this.apps.get(name);
+    if (!app) return undefined;
+    this.apps.delete(name);
+    this.emit({ type: 'removed', app });
+    return app;
+  }
+
+  /**
+   * Make the apps of `source` exactly `specs`: removed ones go first (freeing their VIPs), then changes and additions.
+   * Apps of other sources are untouched. Returns the per-app refusals (VIP taken by another source's app).
+   */
+  replaceSource(source: AppSource, specs: readonly AppSpec[]): string[] {
+    const wanted = new Map(specs.map((s) => [s.name, s]));
+    for (const app of this.all()) {
+      if (app.source === source && !wanted.has(app.name)) this.remove(app.name);
+    }
+    const refused: string[] = [];
+    for (const spec of specs) {
+      const why = this.conflict(spec, new Set(specs.map((s) => s.name).filter((n) => this.apps.get(n)?.source === source)));
+      if (why) {
+        refused.push(`${spec.name}: ${why}`);
+        continue;
+      }
+      this.upsert(spec);
+    }
+    return refused;
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const l of this.listeners) l(event);
+  }
+}
+
+/** Deep equality of two app specs, by canonical texts. */
+export function sameApp(a: AppSpec, b: AppSpec): boolean {
+  return appKey(a) === appKey(b);
+}
+
+export function appKey(a: AppSpec): string {
+  return JSON.stringify([
+    a.name, a.source, a.vips.map((v) => v.text), a.communities.map((c) => c.text), a.monitors.map((m) => [m.text, m.params]),
+    a.nats.map((n) => n.text), a.rise, a.fall, a.intervalMs, a.timeoutMs,
+  ]);
+}
+
+/** True when only attributes changed that don't need the health state reset (communities, NAT, VIPs). */
+export function sameChecks(a: AppSpec, b: AppSpec): boolean {
+  return JSON.stringify([a.monitors.map((m) => [m.text, m.params]), a.rise, a.fall]) ===
+    JSON.stringify([b.monitors.map((m) => [m.text, m.params]), b.rise, b.fall]);
+}
