@@ -307,22 +307,17 @@ export class Reconciler {
       if (up) app.vips.forEach((_, i) => { const r = this.desiredRoute(app, i); wantRoutes.set(r.prefix.text, r); });
     }
 
-    // 1. Withdraw what must not be announced (or belongs to another app now).
-    for (const [key, route] of model.routes) {
+    // 1. Withdraw the routes of apps that are not UP any more (or gone, or whose VIP moved to another app). Routes
+    //    of UP apps that merely lost a VIP (a VIP change) go in step 4, after the new VIP is announced.
+    const upApps = new Set(apps.filter((a) => this.health.get(a.name)?.state === 'up').map((a) => a.name));
+    for (const [key, route] of [...model.routes]) {
       const want = wantRoutes.get(key);
-      if (want && want.app === route.app) continue;
-      if (want && route.app === '') continue; // a path from an earlier run of the same VIP: replaced below, no flap
-      try {
-        await this.router.withdraw(route, want ? 'owner changed' : this.whyNot(route.app));
-        model.routes.delete(key);
-        this.stats.withdraws++;
-        this.emit({ action: 'withdraw', route });
-      } catch (err) {
-        fail(route.app, `withdraw ${key}`, err);
-      }
+      if (want && (want.app === route.app || route.app === '')) continue; // '' = our path from an earlier run: replaced below
+      if (!want && upApps.has(route.app)) continue;
+      await this.withdrawStep(model, route, want ? 'owner changed' : this.whyNot(route.app), fail);
     }
 
-    // 2. Addresses before rules before routes.
+    // 2. Addresses before rules before routes. Rules of a VIP that is still announced stay until its withdraw.
     for (const [key, vip] of wantVips) {
       if (model.vips.get(key)?.app === vip.app) continue;
       try {
@@ -332,28 +327,9 @@ export class Reconciler {
         fail(vip.app, `add address ${key}`, err);
       }
     }
-    // Rules only for addresses that are present; a rule set that didn't apply blocks those apps' announces.
-    const natFor = wantNat.filter((n) => model.vips.has(n.vip.text));
     const natBlocked = new Set<string>();
-    if (natKey(natFor) !== natKey(model.nat)) {
-      try {
-        await this.host.setNat(natFor);
-        model.nat = natFor;
-      } catch (err) {
-        for (const n of natFor) natBlocked.add(n.app);
-        for (const app of natBlocked) fail(app, 'NAT rules', err);
-      }
-    }
-    for (const [key, vip] of model.vips) {
-      if (wantVips.get(key)?.app === vip.app) continue;
-      if (model.nat.some((n) => n.vip.text === key)) continue; // rules failed to go: keep the address they point at
-      try {
-        await this.host.removeVip(vip);
-        model.vips.delete(key);
-      } catch (err) {
-        fail(vip.app, `remove address ${key}`, err);
-      }
-    }
+    const keep = (n: NatBinding) => model.routes.get(n.vip.text)?.app === n.app && !wantVips.has(n.vip.text);
+    await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter(keep)], natBlocked, fail);
 
     // 3. Announce what is missing or changed, only where the address is on the host.
     for (const [key, route] of wantRoutes) {
@@ -373,7 +349,48 @@ export class Reconciler {
         fail(route.app, `announce ${key}`, err);
       }
     }
+
+    // 4. Make-before-break: the routes an UP app no longer wants go now that its new VIPs are out.
+    for (const [key, route] of [...model.routes]) {
+      if (!wantRoutes.has(key)) await this.withdrawStep(model, route, 'VIP removed from the app', fail);
+    }
+
+    // 5. Tear-down: rules, then addresses, of everything no longer held.
+    await this.natStep(model, wantNat.filter((n) => model.vips.has(n.vip.text)), natBlocked, fail);
+    for (const [key, vip] of [...model.vips]) {
+      if (wantVips.get(key)?.app === vip.app) continue;
+      if (model.routes.has(key)) continue; // still announced (its withdraw failed): keep the address under it
+      if (model.nat.some((n) => n.vip.text === key)) continue; // its rules failed to go: keep the address they use
+      try {
+        await this.host.removeVip(vip);
+        model.vips.delete(key);
+      } catch (err) {
+        fail(vip.app, `remove address ${key}`, err);
+      }
+    }
     if (failed) this.retrySoon();
+  }
+
+  private async withdrawStep(model: Model, route: Route, reason: string, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
+    try {
+      await this.router.withdraw(route, reason);
+      model.routes.delete(route.prefix.text);
+      this.stats.withdraws++;
+      this.emit({ action: 'withdraw', route });
+    } catch (err) {
+      fail(route.app, `withdraw ${route.prefix.text}`, err);
+    }
+  }
+
+  private async natStep(model: Model, rules: NatBinding[], blocked: Set<string>, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
+    if (natKey(rules) === natKey(model.nat)) return;
+    try {
+      await this.host.setNat(rules);
+      model.nat = rules;
+    } catch (err) {
+      for (const n of rules) blocked.add(n.app);
+      for (const app of blocked) fail(app, 'NAT rules', err);
+    }
   }
 
   private async tryWithdraw(route: Route, reason: string): Promise<void> {

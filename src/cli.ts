@@ -1,0 +1,200 @@
+/**
+ * Command line: `vipcast run|validate|reload ...`, plus gocast's `-config FILE` form.
+ * Exit codes: 0 ok, 1 runtime failure, 2 invalid config or usage.
+ */
+import { readFileSync, writeFileSync, unlinkSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { VipcastError } from './core/errors.js';
+import { createLogger } from './core/logger.js';
+import { Daemon } from './core/daemon.js';
+import { loadConfig } from './core/config.js';
+import { MonitorRegistry } from './core/monitor-registry.js';
+import { startApi, type ApiServer } from './core/api.js';
+
+const HELP = `vipcast: health-checked anycast host agent (gocast compatible)
+
+Usage:
+  vipcast run -c FILE [--dry-run] [--log-level LEVEL]   run the daemon
+  vipcast -config FILE                                  gocast's form of "run"
+  vipcast validate -c FILE                              check a config file; exit 0 (summary) or 2 (every error)
+  vipcast reload [-c FILE] [--pid-file FILE]            make the running daemon reload its config (SIGHUP)
+  vipcast --help | --version
+
+Options:
+  -c, --config FILE     config file (YAML, gocast-compatible)
+  --dry-run             log every route and host change instead of making it (no gobgpd, no root needed)
+  --log-level LEVEL     trace|debug|info|warn|error (default info)
+  --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config)
+
+Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit); SIGHUP reloads the config.`;
+
+interface Args {
+  command: 'run' | 'validate' | 'reload' | 'help' | 'version';
+  config?: string;
+  dryRun: boolean;
+  logLevel: string;
+  pidFile?: string;
+}
+
+export function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { command: 'run', dryRun: false, logLevel: 'info' };
+  let i = 0;
+  const first = argv[0];
+  if (first === 'run' || first === 'validate' || first === 'reload') {
+    args.command = first;
+    i = 1;
+  } else if (first === 'help') {
+    args.command = 'help';
+    return args;
+  }
+  const value = (flag: string): string => {
+    const v = argv[++i];
+    if (v === undefined || v.startsWith('-')) throw new VipcastError('VIPCAST_ERR_USAGE', `${flag} needs a value`);
+    return v;
+  };
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    const eq = a.indexOf('=');
+    const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a;
+    const inline = a.startsWith('--') && eq > 0 ? a.slice(eq + 1) : undefined;
+    const take = (): string => inline ?? value(flag);
+    switch (flag) {
+      case '-c': case '--config': case '-config': case '--config-file': args.config = take(); break;
+      case '--dry-run': args.dryRun = true; break;
+      case '--log-level': case '-log-level': args.logLevel = take(); break;
+      case '--pid-file': args.pidFile = take(); break;
+      case '-h': case '--help': case '-help': args.command = 'help'; return args;
+      case '--version': case '-version': args.command = 'version'; return args;
+      // glog flags gocast users pass: accepted and ignored.
+      case '-logtostderr': case '--logtostderr': case '-alsologtostderr': break;
+      default:
+        if (/^--?v=\d+$/.test(a)) break;
+        throw new VipcastError('VIPCAST_ERR_USAGE', `unknown argument "${a}" (see vipcast --help)`);
+    }
+  }
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(args.logLevel)) {
+    throw new VipcastError('VIPCAST_ERR_USAGE', `--log-level: "${args.logLevel}" is not one of trace, debug, info, warn, error`);
+  }
+  if ((args.command === 'run' || args.command === 'validate') && !args.config) {
+    throw new VipcastError('VIPCAST_ERR_USAGE', `${args.command} needs a config file: -c FILE`);
+  }
+  return args;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  let args: Args;
+  try {
+    args = parseArgs(argv);
+  } catch (err) {
+    process.stderr.write(`vipcast: ${(err as Error).message}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (args.command === 'help') return void process.stdout.write(HELP + '\n');
+  if (args.command === 'version') return void process.stdout.write(version() + '\n');
+  if (args.command === 'validate') return validate(args.config!);
+  if (args.command === 'reload') return reload(args);
+  return run(args);
+}
+
+async function validate(file: string): Promise<void> {
+  try {
+    const config = await loadConfig(resolve(file), { monitors: new MonitorRegistry(), env: process.env });
+    const vips = config.apps.reduce((n, a) => n + a.vips.length, 0);
+    process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}\n`);
+  } catch (err) {
+    printConfigError(file, err);
+    process.exitCode = 2;
+  }
+}
+
+function printConfigError(file: string, err: unknown): void {
+  if (err instanceof VipcastError && err.details.length > 0) {
+    process.stderr.write(`${file}: ${err.details.length} problem${err.details.length === 1 ? '' : 's'}:\n`);
+    for (const d of err.details) process.stderr.write(`  ${d}\n`);
+  } else {
+    process.stderr.write(`${file}: ${(err as Error).message}\n`);
+  }
+}
+
+async function reload(args: Args): Promise<void> {
+  let pidFile = args.pidFile;
+  if (!pidFile && args.config) {
+    const config = await loadConfig(resolve(args.config), { monitors: new MonitorRegistry(), env: process.env }).catch(() => undefined);
+    pidFile = config?.agent.pidFile || undefined;
+  }
+  if (!pidFile) {
+    process.stderr.write('vipcast reload: no pid file: pass --pid-file FILE or -c FILE with agent.pid_file set\n');
+    process.exitCode = 2;
+    return;
+  }
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 1) throw new Error(`"${pidFile}" does not hold a pid`);
+    process.kill(pid, 'SIGHUP');
+  } catch (err) {
+    process.stderr.write(`vipcast reload: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  process.stdout.write(`sent SIGHUP to vipcast (pid ${pid})\n`);
+}
+
+async function run(args: Args): Promise<void> {
+  const log = createLogger({ level: args.logLevel });
+  const daemon = new Daemon({ configFile: resolve(args.config!), dryRun: args.dryRun, log });
+  let api: ApiServer | undefined;
+  let pidFile = '';
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      log.error('shutdown took over 10 s: exiting');
+      process.exit(1);
+    }, 10_000);
+    force.unref();
+    void (async () => {
+      await api?.close().catch(() => undefined);
+      await daemon.stop(signal);
+      if (pidFile) try { unlinkSync(pidFile); } catch { /* already gone */ }
+      process.exit(0);
+    })();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => void daemon.requestReload('SIGHUP'));
+  try {
+    await daemon.start();
+  } catch (err) {
+    if (err instanceof VipcastError && (err.code === 'VIPCAST_ERR_CONFIG' || err.code === 'VIPCAST_ERR_CONFIG_READ')) {
+      printConfigError(args.config!, err);
+      log.error({ code: err.code, problems: err.details }, 'invalid config');
+      await daemon.stop('invalid config').catch(() => undefined);
+      process.exit(2);
+    }
+    log.error({ err }, 'start failed');
+    await daemon.stop('start failed').catch(() => undefined);
+    process.exit(1);
+  }
+  pidFile = daemon.config.agent.pidFile;
+  if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
+  if (daemon.config.agent.listenAddr) {
+    try {
+      api = await startApi(daemon, daemon.config.agent.listenAddr, log.child({ component: 'api' }));
+    } catch (err) {
+      log.error({ err, listen_addr: daemon.config.agent.listenAddr }, 'HTTP API could not start; running without it');
+    }
+  }
+  log.info({ pid: process.pid }, 'vipcast running');
+}

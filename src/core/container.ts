@@ -1,0 +1,41 @@
+/**
+ * Dependency wiring with tsyringe: one child container per config generation. Long-lived parts (check pool, app
+ * registry, health tracker) are built once; the router and host network belong to a generation, so a reload builds
+ * new ones in a child container before the swap and disposes the old container after it.
+ */
+import 'reflect-metadata';
+import { container as rootContainer, instanceCachingFactory, type DependencyContainer } from 'tsyringe';
+import type { HostNetwork, Router } from '../plugin-api.js';
+import type { VipcastConfig } from './config-types.js';
+import type { Logger } from './logger.js';
+import { TOKENS } from './tokens.js';
+import { createRouter } from '../plugins/routing/index.js';
+import { createHostNetwork } from './host/index.js';
+
+export interface Generation {
+  readonly container: DependencyContainer;
+  readonly config: VipcastConfig;
+  readonly router: Router;
+  readonly host: HostNetwork;
+  readonly dryRun: boolean;
+}
+
+/** Build a generation's container and resolve its router and host network (not started). */
+export async function buildGeneration(config: VipcastConfig, opts: { dryRun: boolean; log: Logger; parent?: DependencyContainer }): Promise<Generation> {
+  const c = (opts.parent ?? rootContainer).createChildContainer();
+  const dryRun = opts.dryRun || config.routing.plugin === 'dry-run';
+  c.register(TOKENS.Config, { useValue: config });
+  c.register(TOKENS.Logger, { useValue: opts.log });
+  c.register(TOKENS.DryRun, { useValue: dryRun });
+  // Plugin constructors may be async (the gobgp router loads its .proto files): build first, register the instance.
+  const router = await createRouter(config, dryRun, opts.log.child({ component: 'router' }));
+  const host = createHostNetwork(config, dryRun, opts.log.child({ component: 'host' }));
+  c.register(TOKENS.Router, { useFactory: instanceCachingFactory(() => router) });
+  c.register(TOKENS.HostNetwork, { useFactory: instanceCachingFactory(() => host) });
+  return { container: c, config, router: c.resolve<Router>(TOKENS.Router), host: c.resolve<HostNetwork>(TOKENS.HostNetwork), dryRun };
+}
+
+/** Dispose a generation's container (its router and host are closed by the caller, in reverse order of start). */
+export async function disposeGeneration(gen: Generation): Promise<void> {
+  await gen.container.dispose();
+}

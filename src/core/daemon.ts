@@ -1,0 +1,208 @@
+/**
+ * The daemon: owns one config generation at a time and the long-lived parts (check pool, registry, health tracker,
+ * reconciler). Lifecycle: start() in order, stop() in reverse order, each close with a timeout; stop is idempotent.
+ */
+import type { AppSpec } from '../plugin-api.js';
+import type { VipcastConfig } from './config-types.js';
+import type { Logger } from './logger.js';
+import { loadConfig } from './config.js';
+import { MonitorRegistry } from './monitor-registry.js';
+import { CheckPool } from './check-pool.js';
+import { AppRegistry, sameChecks } from './registry.js';
+import { HealthTracker, type CheckRunner } from './health.js';
+import { Reconciler, type ReconcilerOptions } from './reconciler.js';
+import { buildGeneration, disposeGeneration, type Generation } from './container.js';
+import { Metrics } from './metrics.js';
+import { reloadConfig, type ReloadResult } from './reload.js';
+
+export interface DaemonOptions {
+  readonly configFile: string;
+  readonly dryRun: boolean;
+  readonly log: Logger;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export class Daemon {
+  readonly monitors = new MonitorRegistry();
+  readonly registry = new AppRegistry();
+  readonly startedAt = Date.now();
+  readonly metrics = new Metrics();
+  /** The outcome of the last reload, for /status. */
+  lastReload: ReloadResult | undefined;
+  private reloading: Promise<ReloadResult> | undefined;
+  private reloadAgain: Promise<ReloadResult> | undefined;
+  pool!: CheckPool;
+  health!: HealthTracker;
+  reconciler!: Reconciler;
+  generation!: Generation;
+  private stopping: Promise<void> | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.log = opts.log;
+  }
+
+  get config(): VipcastConfig {
+    return this.generation.config;
+  }
+
+  /** Load and validate the config; throws VIPCAST_ERR_CONFIG with every problem. */
+  async loadConfig(): Promise<VipcastConfig> {
+    return loadConfig(this.opts.configFile, { monitors: this.monitors, env: this.opts.env ?? process.env });
+  }
+
+  async start(): Promise<void> {
+    const config = await this.loadConfig();
+    this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
+    const { router, host } = this.generation;
+    this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
+
+    this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
+    const runner: CheckRunner = {
+      run: async (spec, timeoutMs) => {
+        const r = await this.pool.run(spec, timeoutMs);
+        this.metrics.checks.inc({ type: spec.type, result: r.ok ? 'pass' : 'fail' });
+        this.metrics.checkDuration.observe({ type: spec.type }, r.durationMs / 1000);
+        return r;
+      },
+    };
+    this.health = new HealthTracker(runner, this.log.child({ component: 'health' }));
+    this.reconciler = new Reconciler(this.registry, this.health, router, host, reconcilerOptions(config), this.log.child({ component: 'reconciler' }));
+
+    const roundStart = new Map<string, number>();
+    this.health.onChange((c) => {
+      roundStart.set(c.app, c.roundStartedAt);
+      this.metrics.transitions.inc({ state: c.state });
+      this.reconciler.healthChanged(c.app, c.state);
+    });
+    this.reconciler.onRoute((ev) => {
+      this.metrics.routeUpdates.inc({ action: ev.action });
+      const started = roundStart.get(ev.route.app);
+      if (started !== undefined) this.metrics.decisionLatency.observe({ action: ev.action }, (performance.now() - started) / 1000);
+    });
+    this.registry.onChange((ev) => {
+      if (ev.type === 'added') this.health.track(ev.app);
+      else if (ev.type === 'changed') this.health.track(ev.app, { keepState: sameChecks(ev.previous, ev.app) });
+      else {
+        this.health.untrack(ev.app.name);
+        this.reconciler.appRemoved(ev.app.name);
+      }
+      if (ev.type === 'changed') void this.reconciler.trigger();
+    });
+
+    await host.start();
+    await router.start();
+    await router.applyPeers(config.bgp.peers);
+    const onReconnect = (router as { onReconnect?: (cb: () => void) => void }).onReconnect;
+    onReconnect?.call(router, () => void this.reconciler.trigger(true));
+    // The first pass reads the speaker and the host: stray paths, addresses and rules left by an earlier run go.
+    this.reconciler.start();
+    await this.reconciler.trigger(true);
+    this.addConfigApps(config.apps);
+  }
+
+  private addConfigApps(apps: readonly AppSpec[]): void {
+    const refused = this.replaceConfigApps(apps);
+    for (const r of refused) this.log.error({ app: r }, 'config app refused');
+  }
+
+  /** Everything /status shows: apps with health and routes, peers, the last reload. Never a secret. */
+  async status(): Promise<Record<string, unknown>> {
+    const health = new Map(this.health.all().map((h) => [h.app, h]));
+    const apps = this.reconciler.status().map((s) => {
+      const spec = this.registry.get(s.app)!;
+      const h = health.get(s.app);
+      return {
+        name: s.app, source: s.source, vips: spec.vips.map((v) => v.text), state: h?.state ?? 'unknown', reason: h?.reason ?? '',
+        since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
+        host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
+      };
+    });
+    for (const a of apps) this.metrics.appsUp.set({ state: a.state }, 0);
+    for (const a of apps) this.metrics.appsUp.inc({ state: a.state });
+    const peers = await this.generation.router.peerStates().catch((err: Error) => ({ error: err.message }));
+    return {
+      version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
+      routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
+      apps, peers, reconciler: this.reconciler.stats, last_reload: this.lastReload,
+    };
+  }
+
+  /**
+   * Reload the config file as a transaction (SIGHUP, `vipcast reload`, POST /reload). One runs at a time; requests
+   * during a reload coalesce into one more reload, whose result they all get.
+   */
+  requestReload(trigger: string): Promise<ReloadResult> {
+    if (!this.reloading) {
+      this.reloading = this.doReload(trigger).finally(() => { this.reloading = undefined; });
+      return this.reloading;
+    }
+    this.reloadAgain ??= this.reloading.then(() => {
+      this.reloadAgain = undefined;
+      return this.requestReload(trigger);
+    });
+    return this.reloadAgain;
+  }
+
+  private async doReload(trigger: string): Promise<ReloadResult> {
+    const result = await reloadConfig(this, trigger, this.log.child({ component: 'reload' }));
+    this.lastReload = result;
+    this.metrics.reloads.inc({ result: result.ok ? 'ok' : 'failed' });
+    return result;
+  }
+
+  /** Swap in a new generation (reload); returns the old one for the caller to close. */
+  swapGeneration(gen: Generation): Generation {
+    const old = this.generation;
+    this.generation = gen;
+    this.reconciler.swap({ router: gen.router, host: gen.host });
+    return old;
+  }
+
+  replaceConfigApps(apps: readonly AppSpec[]): string[] {
+    return this.registry.replaceSource('config', apps);
+  }
+
+  /** Withdraw everything, remove addresses and rules, close components in reverse order. Idempotent. */
+  stop(reason = 'shutdown'): Promise<void> {
+    this.stopping ??= this.doStop(reason);
+    return this.stopping;
+  }
+
+  private async doStop(reason: string): Promise<void> {
+    this.log.info({ reason }, 'stopping: withdrawing every route');
+    await this.reloading?.catch(() => undefined);
+    this.health?.close();
+    if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason), 7000, 'withdraw and cleanup', this.log);
+    if (this.generation) {
+      await withTimeout(this.generation.router.close(), 1000, 'router close', this.log);
+      await withTimeout(this.generation.host.close(), 1000, 'host close', this.log);
+      await disposeGeneration(this.generation).catch(() => undefined);
+    }
+    if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);
+    this.log.info('stopped');
+  }
+}
+
+export function reconcilerOptions(config: VipcastConfig): ReconcilerOptions {
+  return {
+    bgp: config.bgp,
+    cleanupTimerMs: config.agent.cleanupTimerMs,
+    removeVipOnWithdraw: config.agent.removeVipOnWithdraw,
+  };
+}
+
+async function withTimeout(p: Promise<unknown>, ms: number, what: string, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      log.error({ what, ms }, 'close timed out');
+      resolve();
+    }, ms);
+  });
+  try {
+    await Promise.race([p.then(() => undefined, (err) => log.error({ err, what }, 'close failed')), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Apps registered at run time (gocast's HTTP /register; Consul tags use the same builder): untrusted input, so
+ * every field is validated here and monitors that run commands are refused.
+ */
+import type { AppSource, AppSpec, Community, MonitorSpec, NatRule, Prefix } from '../plugin-api.js';
+import type { AgentConfig } from './config-types.js';
+import type { MonitorRegistry } from './monitor-registry.js';
+import { VipcastError } from './errors.js';
+import { parseAppName, parseCommunity, parseNat, parsePrefix } from './values.js';
+
+export interface RegistrationInput {
+  name?: unknown;
+  vip?: unknown;
+  monitor?: unknown;
+  nat?: unknown;
+  vip_communities?: unknown;
+}
+
+function list(v: unknown): unknown[] {
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+/** Build an AppSpec from registration parameters; throws VIPCAST_ERR_REGISTRATION naming the parameter. */
+export function appFromRegistration(input: RegistrationInput, source: AppSource, agent: AgentConfig, monitors: MonitorRegistry): AppSpec {
+  const problems: string[] = [];
+  const attempt = <T>(fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (err) {
+      problems.push((err as Error).message);
+      return undefined;
+    }
+  };
+  if (input.name === undefined || input.name === '') problems.push('name: missing (the app name)');
+  const name = input.name === undefined || input.name === '' ? undefined : attempt(() => parseAppName(single(input.name, 'name'), 'name'));
+  // gocast takes one vip; several may be given by repeating the parameter or with commas.
+  const vipTexts = list(input.vip).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  if (vipTexts.length === 0) problems.push('vip: missing (a prefix such as 198.18.0.10/32)');
+  const vips = vipTexts.map((v, i) => attempt(() => parsePrefix(v, vipTexts.length > 1 ? `vip[${i}]` : 'vip'))).filter((v): v is Prefix => v !== undefined);
+  const commTexts = list(input.vip_communities).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  const communities = commTexts.map((c, i) => attempt(() => parseCommunity(c, `vip_communities[${i}]`))).filter((c): c is Community => c !== undefined);
+  const monitorSpecs = list(input.monitor).map((m, i) =>
+    attempt(() => monitors.parse(String(m), { path: `monitor[${i}]`, baseDir: process.cwd(), trusted: false })),
+  ).filter((m): m is MonitorSpec => m !== undefined);
+  const nats = list(input.nat).map((n, i) => attempt(() => parseNat(String(n), `nat[${i}]`))).filter((n): n is NatRule => n !== undefined);
+  const dup = vips.find((v, i) => vips.findIndex((w) => w.text === v.text) !== i);
+  if (dup) problems.push(`vip: ${dup.text} is given twice`);
+  if (problems.length > 0 || name === undefined) {
+    throw new VipcastError('VIPCAST_ERR_REGISTRATION', problems.join('; '), { details: problems });
+  }
+  return Object.freeze({
+    name, source, vips, communities, monitors: monitorSpecs, nats,
+    rise: agent.rise, fall: agent.fall, intervalMs: agent.monitorIntervalMs, timeoutMs: agent.checkTimeoutMs,
+  });
+}
+
+function single(v: unknown, param: string): string {
+  if (Array.isArray(v)) {
+    if (v.length !== 1) throw new VipcastError('VIPCAST_ERR_REGISTRATION', `${param}: given ${v.length} times`);
+    return String(v[0]);
+  }
+  return String(v);
+}

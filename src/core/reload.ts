@@ -1,0 +1,173 @@
+/**
+ * Reload as a transaction (invariant 7). The new file is read and validated whole before anything changes; then
+ * the diff is applied piece by piece on the reconciler's action queue (one writer): peers one by one through the
+ * router, config apps by name (unchanged apps untouched, their health kept), agent settings into the reconciler.
+ * A change of routing backend, local AS, router id, listen port or next-hop mode needs a new speaker generation:
+ * the one disruptive change, documented. If applying fails, the previous config is applied back.
+ */
+import { createHash } from 'node:crypto';
+import type { PeerSpec } from '../plugin-api.js';
+import type { VipcastConfig } from './config-types.js';
+import type { Logger } from './logger.js';
+import type { Daemon } from './daemon.js';
+import { VipcastError } from './errors.js';
+import { appKey } from './registry.js';
+import { reconcilerOptions } from './daemon.js';
+import { buildGeneration, disposeGeneration } from './container.js';
+
+export interface ReloadResult {
+  readonly ok: boolean;
+  readonly trigger: string;
+  readonly at: string;
+  readonly durationMs: number;
+  /** Every problem (with its key path) when the new file was refused or failed to apply. */
+  readonly errors: readonly string[];
+  /** What changed, one line each ("app web: changed", "peer 198.18.0.1: added"). */
+  readonly changes: readonly string[];
+  /** sha256 of the config in force after this reload (the old one when it failed). */
+  readonly configInForce: string;
+}
+
+export interface ConfigDiff {
+  /** Needs a new speaker generation (disruptive). */
+  readonly speaker: string[];
+  readonly peers: { added: string[]; removed: string[]; changed: string[] };
+  readonly apps: { added: string[]; removed: string[]; changed: string[] };
+  readonly agent: string[];
+  readonly routeAttributes: boolean;
+  readonly host: boolean;
+}
+
+function peerKey(p: PeerSpec): string {
+  return p.address ?? 'default-gateway';
+}
+
+/** Everything of a peer that gobgpd's stored config depends on; the MD5 value counts, not only the env var's name. */
+export function peerFingerprint(p: PeerSpec): string {
+  const md5 = p.md5Password === undefined ? '' : createHash('sha256').update(p.md5Password).digest('hex');
+  return JSON.stringify([p.asn, p.multiHop ?? null, md5, p.md5EnvVar ?? null, p.communities.map((c) => c.text)]);
+}
+
+export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
+  const speaker: string[] = [];
+  if (a.routing.plugin !== b.routing.plugin) speaker.push('routing.plugin');
+  if (a.routing.gobgp.address !== b.routing.gobgp.address) speaker.push('routing.gobgp.address');
+  if (a.bgp.localAs !== b.bgp.localAs) speaker.push('bgp.local_as');
+  if (a.bgp.localIp !== b.bgp.localIp) speaker.push('bgp.local_ip');
+  if (a.bgp.listenPort !== b.bgp.listenPort) speaker.push('bgp.listen_port');
+  if (a.bgp.nextHop !== b.bgp.nextHop) speaker.push('bgp.next_hop');
+
+  const pa = new Map(a.bgp.peers.map((p) => [peerKey(p), p]));
+  const pb = new Map(b.bgp.peers.map((p) => [peerKey(p), p]));
+  const peers = {
+    added: [...pb.keys()].filter((k) => !pa.has(k)),
+    removed: [...pa.keys()].filter((k) => !pb.has(k)),
+    changed: [...pb.keys()].filter((k) => pa.has(k) && peerFingerprint(pa.get(k)!) !== peerFingerprint(pb.get(k)!)),
+  };
+
+  const aa = new Map(a.apps.map((x) => [x.name, x]));
+  const ab = new Map(b.apps.map((x) => [x.name, x]));
+  const apps = {
+    added: [...ab.keys()].filter((k) => !aa.has(k)),
+    removed: [...aa.keys()].filter((k) => !ab.has(k)),
+    changed: [...ab.keys()].filter((k) => aa.has(k) && appKey(aa.get(k)!) !== appKey(ab.get(k)!)),
+  };
+
+  const agent: string[] = [];
+  for (const key of Object.keys(b.agent) as Array<keyof VipcastConfig['agent']>) {
+    if (a.agent[key] !== b.agent[key]) agent.push(key);
+  }
+  const routeAttributes = a.bgp.origin !== b.bgp.origin || a.bgp.communities.map((c) => c.text).join() !== b.bgp.communities.map((c) => c.text).join();
+  const host = a.agent.iptablesBinary !== b.agent.iptablesBinary;
+  return { speaker, peers, apps, agent, routeAttributes, host };
+}
+
+export function describeDiff(d: ConfigDiff): string[] {
+  return [
+    ...d.speaker.map((k) => `${k}: changed (speaker restart)`),
+    ...d.peers.added.map((p) => `peer ${p}: added`), ...d.peers.removed.map((p) => `peer ${p}: removed`), ...d.peers.changed.map((p) => `peer ${p}: changed`),
+    ...d.apps.added.map((x) => `app ${x}: added`), ...d.apps.removed.map((x) => `app ${x}: removed`), ...d.apps.changed.map((x) => `app ${x}: changed`),
+    ...d.agent.map((k) => `agent.${k}: changed`),
+    ...(d.routeAttributes ? ['bgp origin/communities: changed'] : []),
+  ];
+}
+
+export function configHash(c: VipcastConfig): string {
+  return createHash('sha256').update(JSON.stringify(c, (k, v) => (k === 'md5Password' || k === 'consulToken' ? (v ? createHash('sha256').update(String(v)).digest('hex') : v) : v))).digest('hex').slice(0, 16);
+}
+
+export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Promise<ReloadResult> {
+  const started = performance.now();
+  const prev = d.config;
+  const result = (ok: boolean, errors: string[], changes: string[], inForce: VipcastConfig): ReloadResult => ({
+    ok, trigger, at: new Date().toISOString(), durationMs: Math.round(performance.now() - started), errors, changes, configInForce: configHash(inForce),
+  });
+  let next: VipcastConfig;
+  try {
+    next = await d.loadConfig();
+  } catch (err) {
+    const errors = err instanceof VipcastError && err.details.length > 0 ? [...err.details] : [(err as Error).message];
+    for (const e of errors) log.error({ trigger }, `reload refused: ${e}`);
+    log.error({ trigger, problems: errors.length }, 'reload refused: the config in force is unchanged');
+    return result(false, errors, [], prev);
+  }
+  const diff = diffConfig(prev, next);
+  const changes = describeDiff(diff);
+  if (changes.length === 0) {
+    log.info({ trigger }, 'reload: nothing changed');
+    return result(true, [], [], prev);
+  }
+  log.info({ trigger, changes }, 'reload: applying');
+  try {
+    await apply(d, prev, next, diff, log);
+  } catch (err) {
+    log.error({ err, trigger }, 'reload failed while applying: restoring the previous config');
+    try {
+      await apply(d, next, prev, diffConfig(next, prev), log);
+    } catch (err2) {
+      log.error({ err: err2 }, 'restoring the previous config failed too; the reconciler keeps retrying');
+    }
+    return result(false, [`apply: ${(err as Error).message}`], changes, prev);
+  }
+  log.info({ trigger, changes }, 'reload: done');
+  return result(true, [], changes, next);
+}
+
+async function apply(d: Daemon, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
+  const rec = d.reconciler;
+  if (diff.speaker.length > 0 || diff.host) {
+    // The disruptive path: a new generation (new router and host network), built before the swap.
+    const gen = await buildGeneration(next, { dryRun: d.generation.dryRun, log });
+    await rec.queue.run(async () => {
+      const old = d.generation;
+      if (diff.speaker.length > 0) {
+        for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker restart (reload)').catch(() => undefined);
+        await (old.router as { stopSpeaker?: () => Promise<void> }).stopSpeaker?.().catch((err: unknown) => log.error({ err }, 'stopping the old speaker failed'));
+      }
+      await old.router.close();
+      try {
+        await gen.host.start();
+        await gen.router.start();
+        await gen.router.applyPeers(next.bgp.peers);
+      } catch (err) {
+        await gen.router.close().catch(() => undefined);
+        // Bring the old generation back before reporting.
+        const back = await buildGeneration(prev, { dryRun: old.dryRun, log });
+        await back.router.start();
+        await back.router.applyPeers(prev.bgp.peers);
+        d.swapGeneration(back);
+        await disposeGeneration(old).catch(() => undefined);
+        throw err;
+      }
+      d.swapGeneration(gen);
+      await disposeGeneration(old).catch(() => undefined);
+    });
+  } else if (diff.peers.added.length + diff.peers.removed.length + diff.peers.changed.length > 0) {
+    await rec.queue.run(() => d.generation.router.applyPeers(next.bgp.peers));
+  }
+  rec.configure(reconcilerOptions(next));
+  d.generation = { ...d.generation, config: next };
+  const refused = d.replaceConfigApps(next.apps);
+  if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
+  await rec.trigger(diff.speaker.length > 0);
+}
