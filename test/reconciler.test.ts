@@ -1,0 +1,188 @@
+import t from 'tap';
+import { AppRegistry } from '../src/core/registry.js';
+import { HealthTracker } from '../src/core/health.js';
+import { Reconciler, type ReconcilerOptions } from '../src/core/reconciler.js';
+import { silentLogger } from '../src/core/logger.js';
+import { parseCommunity, parsePrefix } from '../src/core/values.js';
+import { Journal, JournalHost, JournalRouter } from './helpers/journal.js';
+import { makeApp, ScriptedRunner } from './helpers/apps.js';
+import { waitFor } from './lab/netns.js';
+
+function setup(opts: Partial<ReconcilerOptions> = {}) {
+  const journal = new Journal();
+  const router = new JournalRouter(journal);
+  const host = new JournalHost(journal);
+  const registry = new AppRegistry();
+  const runner = new ScriptedRunner();
+  const log = silentLogger();
+  const health = new HealthTracker(runner, log);
+  const rec = new Reconciler(registry, health, router, host, {
+    bgp: { communities: [parseCommunity('65000:1', 'c')], origin: 'igp' },
+    cleanupTimerMs: 60_000, removeVipOnWithdraw: false, resyncMs: 60_000, retryMs: 50, ...opts,
+  }, log);
+  health.onChange((c) => rec.healthChanged(c.app, c.state));
+  registry.onChange((ev) => {
+    if (ev.type === 'removed') {
+      health.untrack(ev.app.name);
+      rec.appRemoved(ev.app.name);
+    } else {
+      health.track(ev.app, { keepState: ev.type === 'changed' });
+      if (ev.type === 'changed') void rec.trigger();
+    }
+  });
+  rec.start();
+  const close = () => { health.close(); rec.close(); };
+  return { journal, router, host, registry, runner, health, rec, close };
+}
+
+t.test('bring-up order is address, then NAT, then announce', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1001', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.1/32'], monitors: ['port:tcp:1001'], nats: ['tcp:80:8080'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.1/32'), 2000, 'announce');
+  t.same(s.journal.entries, ['add-vip 198.18.10.1/32', 'nat 198.18.10.1/32:tcp:80:8080', 'announce 198.18.10.1/32 65000:1']);
+});
+
+t.test('tear-down withdraws first and keeps address and NAT until the cleanup timer, then removes the app', async (t) => {
+  const s = setup({ cleanupTimerMs: 300 });
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1002', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.2/32'], monitors: ['port:tcp:1002'], nats: ['udp:53:8053'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.2/32'), 2000, 'announce');
+  s.journal.clear();
+  s.runner.set('port:tcp:1002', false);
+  await waitFor(() => !s.router.rib.has('198.18.10.2/32'), 2000, 'withdraw');
+  t.same(s.journal.entries, ['withdraw 198.18.10.2/32'], 'only the withdraw at first');
+  t.ok(s.host.vips.has('198.18.10.2/32'), 'address kept while the cleanup timer runs');
+  t.ok(s.rec.status()[0]?.cleanupAt, 'status shows when the cleanup fires');
+  await waitFor(() => !s.host.vips.has('198.18.10.2/32'), 2000, 'cleanup');
+  t.same(s.journal.entries, ['withdraw 198.18.10.2/32', 'nat', 'remove-vip 198.18.10.2/32'], 'NAT goes before the address');
+  t.equal(s.registry.get('web'), undefined, 'gocast semantics: the app is dropped at cleanup');
+});
+
+t.test('an app that recovers before the cleanup timer keeps its address and is re-announced', async (t) => {
+  const s = setup({ cleanupTimerMs: 5000 });
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1003', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.3/32'], monitors: ['port:tcp:1003'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.3/32'), 2000, 'announce');
+  s.runner.set('port:tcp:1003', false);
+  await waitFor(() => !s.router.rib.has('198.18.10.3/32'), 2000, 'withdraw');
+  s.journal.clear();
+  s.runner.set('port:tcp:1003', true);
+  await waitFor(() => s.router.rib.has('198.18.10.3/32'), 2000, 're-announce');
+  t.same(s.journal.entries, ['announce 198.18.10.3/32 65000:1'], 'no address churn');
+  t.equal(s.rec.status()[0]?.cleanupAt, undefined, 'cleanup cancelled');
+});
+
+t.test('remove_vip_on_withdraw removes NAT and address right after the withdraw', async (t) => {
+  const s = setup({ removeVipOnWithdraw: true });
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1004', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.4/32'], monitors: ['port:tcp:1004'], nats: ['tcp:53'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.4/32'), 2000, 'announce');
+  s.journal.clear();
+  s.runner.set('port:tcp:1004', false);
+  await waitFor(() => !s.host.vips.has('198.18.10.4/32'), 2000, 'removal');
+  t.same(s.journal.entries, ['withdraw 198.18.10.4/32', 'nat', 'remove-vip 198.18.10.4/32']);
+});
+
+t.test('an app whose address cannot be added is not announced and the reason is in its status', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.host.failAdd.add('198.18.10.5/32');
+  s.runner.set('port:tcp:1005', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.5/32'], monitors: ['port:tcp:1005'] }));
+  const st = await waitFor(() => s.rec.status()[0]?.error, 2000, 'error in status');
+  t.match(st, /add address 198\.18\.10\.5\/32: .*Operation not permitted/);
+  t.notOk(s.router.rib.has('198.18.10.5/32'), 'never announced without its address');
+  t.notOk(s.journal.entries.some((e) => e.startsWith('announce')));
+  s.host.failAdd.clear();
+  await waitFor(() => s.router.rib.has('198.18.10.5/32'), 2000, 'announce after the retry');
+  t.equal(s.rec.status()[0]?.error, undefined, 'error cleared once it worked');
+});
+
+t.test('level-triggered: a route lost in the speaker comes back at the next full pass; no UPDATE when nothing changed', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1006', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.6/32'], monitors: ['port:tcp:1006'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.6/32'), 2000, 'announce');
+  s.journal.clear();
+  await s.rec.trigger(true);
+  await s.rec.trigger(false);
+  t.same(s.journal.entries, [], 'nothing sent when nothing changed');
+  s.router.rib.clear(); // gobgpd restarted
+  s.host.vips.clear(); // and someone deleted the address
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, ['add-vip 198.18.10.6/32', 'announce 198.18.10.6/32 65000:1'], 'healed in order');
+});
+
+t.test('stray and stale paths in the speaker are withdrawn at the first full pass', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  const stale = { prefix: parsePrefix('198.18.99.1/32', 'p'), app: '', origin: 'igp' as const, communities: [] };
+  s.router.rib.set(stale.prefix.text, stale);
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, ['withdraw 198.18.99.1/32']);
+});
+
+t.test('a community change re-announces the same prefix (implicit replace, no withdraw)', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1007', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.7/32'], monitors: ['port:tcp:1007'], communities: ['65000:7'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.7/32'), 2000, 'announce');
+  s.journal.clear();
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.7/32'], monitors: ['port:tcp:1007'], communities: ['65000:8'] }));
+  await waitFor(() => s.journal.entries.length > 0, 2000, 're-announce');
+  t.same(s.journal.entries, ['announce 198.18.10.7/32 65000:1,65000:8']);
+  t.equal(s.health.get('web')?.state, 'up', 'health state kept across the change');
+});
+
+t.test('a VIP change announces the new VIP before the old one is withdrawn', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1008', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.8/32'], monitors: ['port:tcp:1008'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.8/32'), 2000, 'announce');
+  s.journal.clear();
+  s.registry.upsert(makeApp('web', { vips: ['198.18.10.9/32'], monitors: ['port:tcp:1008'] }));
+  await waitFor(() => !s.host.vips.has('198.18.10.8/32'), 2000, 'old address gone');
+  t.same(s.journal.entries, ['add-vip 198.18.10.9/32', 'announce 198.18.10.9/32 65000:1', 'withdraw 198.18.10.8/32', 'remove-vip 198.18.10.8/32']);
+});
+
+t.test('a failed announce is retried; a failing speaker does not stop other effects', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.router.failAnnounce.add('198.18.11.1/32');
+  s.runner.set('port:tcp:1011', true);
+  s.runner.set('port:tcp:1012', true);
+  s.registry.upsert(makeApp('a', { vips: ['198.18.11.1/32'], monitors: ['port:tcp:1011'] }));
+  s.registry.upsert(makeApp('b', { vips: ['198.18.11.2/32'], monitors: ['port:tcp:1012'] }));
+  await waitFor(() => s.router.rib.has('198.18.11.2/32'), 2000, 'b announced');
+  t.notOk(s.router.rib.has('198.18.11.1/32'));
+  t.match(s.rec.status().find((x) => x.app === 'a')?.error, /announce 198\.18\.11\.1\/32: announce .* refused/);
+  s.router.failAnnounce.clear();
+  await waitFor(() => s.router.rib.has('198.18.11.1/32'), 2000, 'a announced after retry');
+  t.ok(s.rec.stats.errors >= 1);
+});
+
+t.test('shutdown withdraws every route, then removes NAT rules, then addresses', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1013', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.12.1/32', '2001:db8:12::1/128'], monitors: ['port:tcp:1013'], nats: ['tcp:53'] }));
+  await waitFor(() => s.router.rib.size === 2, 2000, 'announce');
+  s.journal.clear();
+  s.health.close();
+  await s.rec.shutdown();
+  t.same(s.journal.entries.slice(0, 2).sort(), ['withdraw 198.18.12.1/32', 'withdraw 2001:db8:12::1/128']);
+  t.equal(s.journal.entries[2], 'nat');
+  t.same(s.journal.entries.slice(3).sort(), ['remove-vip 198.18.12.1/32', 'remove-vip 2001:db8:12::1/128']);
+  t.equal(s.router.rib.size, 0);
+  t.equal(s.host.vips.size, 0);
+  await s.rec.trigger(true);
+  t.equal(s.journal.entries.length, 5, 'no pass runs after shutdown');
+});
