@@ -1,0 +1,181 @@
+/**
+ * vipcast end to end in dry-run: the real CLI as a child process, real piscina pool, real TCP listeners; routes and
+ * host changes are read from its JSON log lines.
+ */
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { BIN, DaemonProcess, closeServer, freePort, listen, type LogLine } from './helpers/daemon.js';
+
+const pexec = promisify(execFile);
+
+const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
+
+function config(dir: string, body: string): string {
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, body);
+  return file;
+}
+
+t.test('a port-checked app is announced when its listener opens, withdrawn when it closes, and SIGTERM withdraws all', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const file = config(dir, `
+agent:
+  listen_addr: ""
+  monitor_interval: 200ms
+  cleanup_timer: 1m
+routing:
+  plugin: dry-run
+bgp:
+  local_as: 65001
+  local_ip: 198.18.0.2
+  communities: ["65001:100"]
+  peers:
+    - peer_ip: 198.18.0.1
+      peer_as: 65000
+apps:
+  - name: web
+    vip: 198.18.100.10/32
+    vip_config:
+      bgp_communities: ["65001:200", "65001:1:2"]
+    monitors: ["port:tcp:${port}"]
+  - name: always
+    vip: 2001:db8:100::1/128
+`);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  // An app with no monitors is up at once (and warned about).
+  const always = await d.waitLine(isRoute('announce', '2001:db8:100::1/128'), 5000, 'announce of the app without monitors');
+  t.equal(always.next_hop, '::', 'IPv6 route next hop: the session address');
+  t.ok(d.lines.some((l) => l.app === 'always' && /no monitors/.test(l.msg)), 'warned that it has no monitors');
+  t.notOk(d.lines.some(isRoute('announce', '198.18.100.10/32')), 'web is not announced while nothing listens');
+
+  const server = await listen(port);
+  const opened = performance.now();
+  const ann = await d.waitLine(isRoute('announce', '198.18.100.10/32'), 3000, 'announce of web');
+  t.ok(ann.at - opened < 200 * 1 + 600, `announced ${Math.round(ann.at - opened)} ms after the listener opened (interval 200 ms x rise 1 + slack)`);
+  t.same(
+    { prefix: ann.prefix, next_hop: ann.next_hop, origin: ann.origin, communities: ann.communities, large_communities: ann.large_communities, app: ann.app },
+    { prefix: '198.18.100.10/32', next_hop: '198.18.0.2', origin: 'igp', communities: ['65001:100', '65001:200'], large_communities: ['65001:1:2'], app: 'web' },
+  );
+  const addIdx = d.lines.findIndex((l) => l.event === 'host' && l.action === 'add-vip' && l.prefix === '198.18.100.10/32');
+  t.ok(addIdx >= 0 && addIdx < d.lines.indexOf(ann), 'the address was added before the announce');
+
+  await closeServer(server);
+  const closed = performance.now();
+  const wd = await d.waitLine(isRoute('withdraw', '198.18.100.10/32'), 3000, 'withdraw of web');
+  t.ok(wd.at - closed < 200 * 1 + 600, `withdrawn ${Math.round(wd.at - closed)} ms after the listener closed`);
+  t.match(wd.reason, /port:tcp:\d+/, 'the withdraw says why');
+
+  await listen(port).then((s) => t.teardown(() => closeServer(s)));
+  const from = d.lines.length;
+  await d.waitLine(isRoute('announce', '198.18.100.10/32'), 3000, 're-announce', from);
+  const beforeTerm = d.lines.length;
+  d.kill('SIGTERM');
+  const { code } = await d.exited;
+  t.equal(code, 0, 'exit 0 after SIGTERM');
+  const after = d.lines.slice(beforeTerm);
+  t.ok(after.some(isRoute('withdraw', '198.18.100.10/32')), 'web withdrawn at shutdown');
+  t.ok(after.some(isRoute('withdraw', '2001:db8:100::1/128')), 'always withdrawn at shutdown');
+  const lastWithdraw = Math.max(...after.map((l, i) => (l.event === 'route' && l.action === 'withdraw' ? i : -1)));
+  const firstRemove = after.findIndex((l) => l.event === 'host' && l.action === 'remove-vip');
+  t.ok(firstRemove > lastWithdraw, 'addresses are removed only after every withdraw');
+});
+
+t.test('gocast -config flag runs the same daemon; a second SIGTERM is not needed', async (t) => {
+  const dir = t.testdir();
+  const file = config(dir, `
+agent:
+  listen_addr: ""
+  monitor_interval: 100ms
+routing:
+  plugin: dry-run
+bgp:
+  local_as: 65001
+  remote_as: 65000
+  peer_ip: 198.18.0.1
+apps:
+  - name: bare
+    vip: 198.18.100.20/32
+`);
+  const d = new DaemonProcess(['-config', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '198.18.100.20/32'), 5000, 'announce');
+  const started = performance.now();
+  d.kill('SIGINT');
+  const { code } = await d.exited;
+  t.equal(code, 0);
+  t.ok(performance.now() - started < 10_000, 'exits within 10 s');
+});
+
+t.test('a slow exec check never delays the withdrawal of another app (50 hung apps)', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const hung = Array.from({ length: 50 }, (_, i) => `
+  - name: hung${i}
+    vip: 198.18.101.${i + 1}/32
+    monitor_interval: 2s
+    check_timeout: 1500ms
+    monitors: ["exec:sleep 60"]`).join('');
+  const file = config(dir, `
+agent:
+  listen_addr: ""
+  monitor_interval: 200ms
+routing:
+  plugin: dry-run
+bgp:
+  local_as: 65001
+  peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }]
+apps:
+  - name: fast
+    vip: 198.18.100.30/32
+    monitors: ["port:tcp:${port}"]${hung}
+`);
+  const server = await listen(port);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '198.18.100.30/32'), 5000, 'announce of fast');
+  // Let the hung checks pile up in the pool before the flip.
+  await new Promise((r) => setTimeout(r, 1000));
+  await closeServer(server);
+  const closed = performance.now();
+  const wd = await d.waitLine(isRoute('withdraw', '198.18.100.30/32'), 3000, 'withdraw of fast');
+  const latency = wd.at - closed;
+  t.ok(latency < 200 + 200 + 150, `withdrawn ${Math.round(latency)} ms after the close (interval 200 ms; allowed one interval of delay + slack)`);
+  t.notOk(d.lines.some((l) => l.event === 'route' && l.action === 'announce' && String(l.prefix).startsWith('198.18.101.')), 'no hung app was ever announced');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+});
+
+t.test('vipcast validate: exit 0 with a summary, exit 2 listing every error with its key path', async (t) => {
+  const dir = t.testdir();
+  const good = config(dir, `
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+apps:
+  - { name: a, vip: 198.18.100.40/32, monitors: ["port:tcp:80"] }
+`);
+  const ok = await pexec(process.execPath, [BIN, 'validate', '-c', good]);
+  t.match(ok.stdout, /OK: 1 apps, 1 VIPs, 1 peers/);
+  const badFile = join(dir, 'bad.yaml');
+  writeFileSync(badFile, `
+routing: { plugin: dry-run }
+bgp: { local_as: 65001 }
+apps:
+  - { name: a, vip: 198.18.100.40/33, monitor: ["port:tcp:80"] }
+`);
+  const bad = await pexec(process.execPath, [BIN, 'validate', '-c', badFile]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+  t.equal(bad?.code, 2);
+  t.match(bad?.stderr, /apps\[0\]\.vip/);
+  t.match(bad?.stderr, /apps\[0\]\.monitor\b.*monitors/);
+  const run = await pexec(process.execPath, [BIN, 'run', '-c', badFile]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+  t.equal(run?.code, 2, 'run refuses an invalid config with exit 2');
+  const usage = await pexec(process.execPath, [BIN, 'run']).then(() => undefined, (e: { code: number; stderr: string }) => e);
+  t.equal(usage?.code, 2);
+  t.match(usage?.stderr, /needs a config file/);
+  const help = await pexec(process.execPath, [BIN, '--help']);
+  t.match(help.stdout, /vipcast run -c FILE/);
+});

@@ -1,0 +1,98 @@
+/** Run vipcast as a child process and read its JSON log lines. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const BIN = fileURLToPath(new URL('../../../bin/vipcast.js', import.meta.url));
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  time: number;
+  event?: string;
+  action?: string;
+  prefix?: string;
+  app?: string;
+  [k: string]: unknown;
+}
+
+export class DaemonProcess {
+  readonly child: ChildProcess;
+  readonly lines: Array<LogLine & { at: number }> = [];
+  readonly stderr: string[] = [];
+  private waiters: Array<() => void> = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], opts: { env?: NodeJS.ProcessEnv; netns?: string } = {}) {
+    const cmd = opts.netns ? 'ip' : process.execPath;
+    const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
+    this.child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    let buf = '';
+    this.child.stdout!.setEncoding('utf8');
+    this.child.stdout!.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          this.lines.push({ ...(JSON.parse(line) as LogLine), at: performance.now() });
+        } catch {
+          this.stderr.push(`stdout: ${line}`);
+        }
+        for (const w of this.waiters.splice(0)) w();
+      }
+    });
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (c: string) => this.stderr.push(c));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Wait for a log line matching `pred` (searching from line index `from`); returns it. */
+  async waitLine(pred: (l: LogLine) => boolean, timeoutMs: number, what: string, from = 0): Promise<LogLine & { at: number }> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const hit = this.lines.slice(from).find(pred);
+      if (hit) return hit;
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; last lines:\n${this.lines.slice(-8).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${this.stderr.join('').slice(-2000)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 200));
+        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    this.child.kill(signal);
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+/** A TCP port that nothing listens on right now (bound then released). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, host, () => r()));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export async function listen(port: number, host = '127.0.0.1'): Promise<Server> {
+  const s = createServer((c) => c.destroy());
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen(port, host, () => resolve());
+  });
+  return s;
+}
+
+export function closeServer(s: Server): Promise<void> {
+  return new Promise((r) => s.close(() => r()));
+}
