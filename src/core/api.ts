@@ -5,7 +5,7 @@
  * Differences from gocast, on purpose: a refused registration (VIP taken, bad parameter) answers 400/409 with the
  * reason instead of 200 or a dropped connection; exec monitors are refused from HTTP (gocast ran them as root).
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from './logger.js';
 import type { Daemon } from './daemon.js';
 import { VipcastError } from './errors.js';
@@ -20,7 +20,8 @@ export interface ApiServer {
 const ANY = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD'] as const;
 
 export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
-  const app = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, disableRequestLogging: true }) as unknown as FastifyInstance;
+  // fastify's own request logging stays off: handlers log what matters, object first, with the component logger.
+  const app = Fastify({ logger: false });
 
   app.route({
     method: [...ANY], url: '/register',

@@ -1,0 +1,20 @@
+/**
+ * `npm run bench [name...]`: runs the benchmarks and prints figures (nothing is asserted). Names: dry-run, and those
+ * that other modules register below. Lab benchmarks need root, gobgpd and BIRD.
+ */
+import { benchDryRun } from './dry-run.js';
+
+const benches: Record<string, () => Promise<void>> = {
+  'dry-run': benchDryRun,
+};
+
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(benches)) {
+  const fn = benches[name];
+  if (!fn) {
+    console.error(`unknown benchmark "${name}" (known: ${Object.keys(benches).join(', ')})`);
+    process.exitCode = 2;
+    continue;
+  }
+  await fn();
+}
