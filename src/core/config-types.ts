@@ -56,4 +56,9 @@ export interface VipcastConfig {
   readonly routing: RoutingConfig;
   /** Apps from the config file (source 'config'). */
   readonly apps: readonly AppSpec[];
+  /**
+   * Things the file got away with, each starting with its key path (e.g. consul_addr without /v1, completed);
+   * the daemon logs them. Optional so configs built in code need not set it.
+   */
+  readonly warnings?: readonly string[];
 }
