@@ -8,7 +8,6 @@ import { VipcastError } from './core/errors.js';
 import { createLogger } from './core/logger.js';
 import { Daemon } from './core/daemon.js';
 import { loadConfig } from './core/config.js';
-import { MonitorRegistry } from './core/monitor-registry.js';
 import { startApi, type ApiServer } from './core/api.js';
 
 const HELP = `vipcast: health-checked anycast host agent (gocast compatible)
@@ -104,9 +103,10 @@ export async function main(argv: readonly string[]): Promise<void> {
 
 async function validate(file: string): Promise<void> {
   try {
-    const config = await loadConfig(resolve(file), { monitors: new MonitorRegistry(), env: process.env });
+    const config = await loadConfig(resolve(file), { env: process.env });
     const vips = config.apps.reduce((n, a) => n + a.vips.length, 0);
-    process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}\n`);
+    for (const w of config.warnings ?? []) process.stderr.write(`${file}: warning: ${w}\n`);
+    process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}${config.plugins.length ? `, plugins ${config.plugins.join(' ')}` : ''}\n`);
   } catch (err) {
     printConfigError(file, err);
     process.exitCode = 2;
@@ -125,7 +125,7 @@ function printConfigError(file: string, err: unknown): void {
 async function reload(args: Args): Promise<void> {
   let pidFile = args.pidFile;
   if (!pidFile && args.config) {
-    const config = await loadConfig(resolve(args.config), { monitors: new MonitorRegistry(), env: process.env }).catch(() => undefined);
+    const config = await loadConfig(resolve(args.config), { env: process.env }).catch(() => undefined);
     pidFile = config?.agent.pidFile || undefined;
   }
   if (!pidFile) {

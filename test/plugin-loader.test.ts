@@ -81,3 +81,33 @@ t.test('a plugin name that clashes with a built-in monitor is refused', async (t
   const registry = new MonitorRegistry();
   t.throws(() => registry.add({ ...file, name: 'port' }), /two monitor plugins are named "port"/);
 });
+
+t.test('plugins: named in the config load from the config folder and their monitor types validate apps', async (t) => {
+  const { loadConfig } = await import('../src/core/config.js');
+  const dir = t.testdir({});
+  install(dir, 'cjs-ok', 'vipcast-monitor-file');
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, `
+plugins: [vipcast-monitor-file]
+routing: { plugin: dry-run }
+apps:
+  - { name: a, vip: 198.18.100.70/32, monitors: ["file:/run/a.ready", "port:tcp:80"] }
+`);
+  const config = await loadConfig(file, { env: {} });
+  t.same(config.plugins, ['vipcast-monitor-file']);
+  t.same(config.apps[0]!.monitors.map((m) => m.text), ['file:/run/a.ready', 'port:tcp:80']);
+  t.same(config.monitors.names(), ['exec', 'file', 'http', 'port']);
+
+  writeFileSync(file, `
+plugins: [vipcast-monitor-absent, "Not A Name"]
+routing: { plugin: dry-run }
+apps:
+  - { name: a, vip: 198.18.100.70/32, monitors: ["file:/run/a.ready"] }
+`);
+  const err = await loadConfig(file, { env: {} }).catch((e: VipcastError) => e);
+  t.type(err, VipcastError);
+  const details = (err as VipcastError).details.join('\n');
+  t.match(details, /plugins\[0\]: plugin "vipcast-monitor-absent" is not installed/);
+  t.match(details, /plugins\[1\]: "Not A Name" is not an npm package name/);
+  t.match(details, /apps\[0\]\.monitors\[0\]: unknown monitor type "file"/);
+});

@@ -1,5 +1,6 @@
 /** The validated, typed configuration: what `loadConfig` returns after every check passed. */
 import type { AppSpec, Community, Origin, PeerSpec } from '../plugin-api.js';
+import type { MonitorRegistry } from './monitor-registry.js';
 
 export interface AgentConfig {
   /** HTTP API listen address, gocast form `[host]:port` (":8080"). Empty string disables the API. */
@@ -54,6 +55,10 @@ export interface VipcastConfig {
   readonly agent: AgentConfig;
   readonly bgp: BgpConfig;
   readonly routing: RoutingConfig;
+  /** Third-party monitor plugin packages named in `plugins:`. */
+  readonly plugins: readonly string[];
+  /** The monitor types this config may use (built-ins + its plugins); HTTP and Consul registrations use it too. */
+  readonly monitors: MonitorRegistry;
   /** Apps from the config file (source 'config'). */
   readonly apps: readonly AppSpec[];
   /**

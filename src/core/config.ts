@@ -15,6 +15,7 @@ import type { AppSpec, Community, MonitorSpec, NatRule, PeerSpec, Prefix } from 
 import type { AgentConfig, BgpConfig, RoutingConfig, VipcastConfig } from './config-types.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
+import { loadMonitorPlugin } from './plugin-loader.js';
 import { parseAddress, parseAppName, parseAsn, parseCommunity, parseDuration, parseNat, parseOrigin, parsePort, parsePrefix } from './values.js';
 
 export interface ConfigOptions {
@@ -302,7 +303,7 @@ const VIP_CONFIG_KEYS = ['bgp_communities'];
 
 /** Known keys of every mapping, by section (`apps[]` = each item of apps). */
 const SECTIONS: Record<string, readonly string[]> = {
-  '': ['agent', 'bgp', 'apps', 'routing'],
+  '': ['agent', 'bgp', 'apps', 'routing', 'plugins'],
   agent: Object.keys(SCHEMA.agent!),
   bgp: [...Object.keys(SCHEMA.bgp!), 'peers'],
   'bgp.peers[]': PEER_KEYS,
@@ -671,8 +672,43 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
     const code = (err as NodeJS.ErrnoException).code;
     throw new VipcastError('VIPCAST_ERR_CONFIG_READ', `cannot read config file ${file}${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
   }
-  return parseConfigText(text, file, opts);
+  const root = parseYaml(text, file);
+  // Third-party monitor plugins load before the apps are checked, so their monitor types are known. A fresh
+  // registry per load: a reload sees plugins added to or removed from the file.
+  const names = pluginNames(root);
+  if (names.length === 0) return buildConfig(root, file, opts);
+  const baseDir = file ? path.dirname(path.resolve(file)) : process.cwd();
+  const registry = new MonitorRegistry();
+  const details: string[] = [];
+  for (const [i, name] of names.entries()) {
+    try {
+      registry.add(await loadMonitorPlugin(name, baseDir));
+    } catch (err) {
+      details.push(`plugins[${i}]: ${(err as Error).message}`);
+    }
+  }
+  let config: VipcastConfig | undefined;
+  try {
+    config = buildConfig(root, file, { ...opts, monitors: registry });
+  } catch (err) {
+    if (!(err instanceof VipcastError && err.code === 'VIPCAST_ERR_CONFIG')) throw err;
+    details.push(...err.details);
+  }
+  if (details.length > 0 || !config) {
+    throw new VipcastError('VIPCAST_ERR_CONFIG', `${details.length} problem${details.length === 1 ? '' : 's'} in ${file || '(config)'}`, { details });
+  }
+  return config;
 }
+
+/** The `plugins:` list (package names); shape errors are reported by buildConfig. */
+function pluginNames(root: unknown): string[] {
+  if (!root || typeof root !== 'object') return [];
+  const list = (root as Record<string, unknown>).plugins;
+  return Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string' && PLUGIN_NAME.test(n)) : [];
+}
+
+/** npm package names, scoped or not. */
+const PLUGIN_NAME = /^(@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]*$/;
 
 /** Validate config text; `file` names it in messages and anchors relative paths ('' = the current folder). */
 export function parseConfigText(text: string, file: string, opts: ConfigOptions = {}): VipcastConfig {
@@ -718,13 +754,27 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const agent = buildAgent(get, baseDir, problems);
   const routing: RoutingConfig = Object.freeze({ plugin: get<RoutingConfig['plugin']>('routing.plugin'), gobgp: Object.freeze({ address: get<string>('routing.gobgp.address') }) });
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
-  const apps = buildApps(top.apps, agent, { monitors: opts.monitors ?? new MonitorRegistry(), baseDir, problems });
+  const monitors = opts.monitors ?? new MonitorRegistry();
+  const plugins = buildPlugins(top.plugins, problems);
+  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems });
 
   if (problems.list.length) {
     const n = problems.list.length;
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${n} problem${n === 1 ? '' : 's'} in ${file || '(config)'}`, { details: problems.list });
   }
-  return Object.freeze({ file: absFile, agent, bgp, routing, apps, warnings: Object.freeze(problems.warnings) });
+  return Object.freeze({ file: absFile, agent, bgp, routing, apps, plugins, monitors, warnings: Object.freeze(problems.warnings) });
+}
+
+function buildPlugins(value: unknown, problems: Problems): readonly string[] {
+  if (value === undefined || value === null) return Object.freeze([]);
+  if (!Array.isArray(value)) {
+    problems.add('plugins', `${describe(value)} is not a list of npm package names`);
+    return Object.freeze([]);
+  }
+  value.forEach((v, i) => {
+    if (typeof v !== 'string' || !PLUGIN_NAME.test(v)) problems.add(`plugins[${i}]`, `${describe(v)} is not an npm package name (e.g. vipcast-monitor-redis or @acme/vipcast-monitor-x)`);
+  });
+  return Object.freeze(value.filter((v): v is string => typeof v === 'string'));
 }
 
 function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig {

@@ -6,7 +6,6 @@ import type { AppSpec } from '../plugin-api.js';
 import type { VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { loadConfig } from './config.js';
-import { MonitorRegistry } from './monitor-registry.js';
 import { CheckPool } from './check-pool.js';
 import { AppRegistry, sameChecks } from './registry.js';
 import { HealthTracker, type CheckRunner } from './health.js';
@@ -23,7 +22,6 @@ export interface DaemonOptions {
 }
 
 export class Daemon {
-  readonly monitors = new MonitorRegistry();
   readonly registry = new AppRegistry();
   readonly startedAt = Date.now();
   readonly metrics = new Metrics();
@@ -48,7 +46,7 @@ export class Daemon {
 
   /** Load and validate the config; throws VIPCAST_ERR_CONFIG with every problem. */
   async loadConfig(): Promise<VipcastConfig> {
-    return loadConfig(this.opts.configFile, { monitors: this.monitors, env: this.opts.env ?? process.env });
+    return loadConfig(this.opts.configFile, { env: this.opts.env ?? process.env, ...(this.opts.dryRun ? { routingPlugin: 'dry-run' as const } : {}) });
   }
 
   async start(): Promise<void> {
@@ -56,6 +54,7 @@ export class Daemon {
     this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
+    for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
 
     this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
     const runner: CheckRunner = {
