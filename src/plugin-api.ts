@@ -212,6 +212,9 @@ export interface HostNetwork {
   listNat(): Promise<NatBinding[]>;
   /** Replace vipcast's NAT rules with exactly `rules`, atomically. */
   setNat(rules: readonly NatBinding[]): Promise<void>;
+  /** Shutdown: remove everything vipcast owns on the host (addresses, rules, its chain and jumps), nothing else. */
+  cleanup(): Promise<void>;
+  /** Release resources; changes nothing on the host. Safe to call twice. */
   close(): Promise<void>;
 }
 

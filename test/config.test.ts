@@ -57,6 +57,7 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     removeVipOnWithdraw: true,
     checkWorkers: 4,
     pidFile: path.join(root, 'test/fixtures/configs/run/vipcast.pid'),
+    stateFile: path.join(root, 'test/fixtures/configs/run/host-state.json'),
   });
   t.equal(config.bgp.localAs, 4200000001);
   t.equal(config.bgp.localIp, '198.18.0.2');
@@ -114,6 +115,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     removeVipOnWithdraw: false,
     checkWorkers: 2,
     pidFile: '',
+    stateFile: '/run/vipcast/host-state.json',
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
   t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051' } });

@@ -25,6 +25,8 @@ export interface AgentConfig {
   readonly checkWorkers: number;
   /** Where `vipcast run` writes its pid ('' = none); `vipcast reload` signals it. */
   readonly pidFile: string;
+  /** Where the host network records the addresses vipcast added, so a restart after a crash knows them. */
+  readonly stateFile: string;
 }
 
 export interface BgpConfig {

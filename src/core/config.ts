@@ -276,6 +276,7 @@ const SCHEMA: Tree = {
     remove_vip_on_withdraw: { doc: 'remove address and NAT rules right after the withdraw', default: false, parse: boolean },
     check_workers: { doc: 'worker threads running checks', default: 2, parse: integer(1, 64) },
     pid_file: { doc: 'file `vipcast run` writes its pid to; "" = none', default: '', parse: pidFile },
+    state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: '/run/vipcast/host-state.json', parse: pidFile },
   },
   bgp: {
     local_as: { doc: 'our AS number (required with routing.plugin gobgp)', default: undefined, parse: parseAsn },
@@ -790,6 +791,7 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
     problems.warnings.push(`agent.consul_addr: "${consulAddrText}" has no /v1; using "${consulAddr}"`);
   }
   const pid = get<string | undefined>('agent.pid_file') ?? '';
+  const state = get<string | undefined>('agent.state_file') ?? '';
   return Object.freeze({
     listenAddr: get<string>('agent.listen_addr'),
     monitorIntervalMs,
@@ -804,6 +806,7 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
     removeVipOnWithdraw: get<boolean>('agent.remove_vip_on_withdraw'),
     checkWorkers: get<number>('agent.check_workers'),
     pidFile: pid === '' ? '' : path.resolve(baseDir, pid),
+    stateFile: state === '' ? '/run/vipcast/host-state.json' : path.resolve(baseDir, state),
   });
 }
 

@@ -183,9 +183,12 @@ export class Reconciler {
         return [...(this.model?.routes.values() ?? [])];
       });
       for (const r of routes) await this.tryWithdraw(r, reason);
-      await this.host.setNat([]).catch((err) => this.log.error({ err }, 'could not remove NAT rules at shutdown'));
-      const vips = await this.host.listVips().catch(() => [...(this.model?.vips.values() ?? [])]);
-      for (const v of vips) await this.host.removeVip(v).catch((err) => this.log.error({ err, app: v.app, vip: v.prefix.text }, 'could not remove address at shutdown'));
+      // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
+      await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
+      if (this.model) {
+        this.model.vips.clear();
+        this.model.nat = [];
+      }
     });
   }
 

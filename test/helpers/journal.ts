@@ -83,5 +83,9 @@ export class JournalHost implements HostNetwork {
     this.nat = [...rules];
     this.journal.push(`nat ${rules.map((r) => `${r.vip.text}:${r.rule.text}`).sort().join(',')}`.trim());
   }
+  async cleanup(): Promise<void> {
+    await this.setNat([]);
+    for (const v of [...this.vips.values()]) await this.removeVip(v);
+  }
   async close(): Promise<void> {}
 }

@@ -68,8 +68,9 @@ export class LoggingHostNetwork implements HostNetwork {
 
   /** What the real cleanup() would remove: every address and rule in the in-memory state. */
   async cleanup(): Promise<void> {
-    for (const b of [...this.vips.values()]) await this.removeVip(b);
+    // Rules before addresses (invariant 2).
     await this.setNat([]);
+    for (const b of [...this.vips.values()]) await this.removeVip(b);
     this.log.info({ event: 'host', action: 'remove-chain', chain: NAT_CHAIN, dryRun: true }, 'would remove the NAT chain and its jumps');
   }
 

@@ -5,7 +5,15 @@ import type { Logger } from '../logger.js';
 import { LoggingHostNetwork } from './dry-run.js';
 import { LinuxHostNetwork } from './linux.js';
 
-export function createHostNetwork(config: VipcastConfig, dryRun: boolean, log: Logger): HostNetwork {
-  if (dryRun) return new LoggingHostNetwork({ log });
-  return new LinuxHostNetwork({ log, iptablesBinary: config.agent.iptablesBinary, localIp: () => config.bgp.localIp });
+/** The NAT targets: bgp.local_ip when set, else what the router found facing the peer (gocast's discovery). */
+export interface LocalAddresses {
+  v4(): string | undefined;
+  v6(): string | undefined;
+}
+
+export function createHostNetwork(config: VipcastConfig, dryRun: boolean, log: Logger, local?: LocalAddresses): HostNetwork {
+  const localIp = () => (config.bgp.localIp && !config.bgp.localIp.includes(':') ? config.bgp.localIp : local?.v4());
+  const localIp6 = () => (config.bgp.localIp?.includes(':') ? config.bgp.localIp : local?.v6());
+  if (dryRun) return new LoggingHostNetwork({ log, localIp, localIp6 });
+  return new LinuxHostNetwork({ log, iptablesBinary: config.agent.iptablesBinary, localIp, localIp6, stateFile: config.agent.stateFile });
 }
