@@ -186,3 +186,32 @@ t.test('shutdown withdraws every route, then removes NAT rules, then addresses',
   await s.rec.trigger(true);
   t.equal(s.journal.entries.length, 5, 'no pass runs after shutdown');
 });
+
+t.test('after a restart, a path left by the earlier run is kept until the app is checked, then adopted without an UPDATE', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  const left = { prefix: parsePrefix('198.18.13.1/32', 'p'), app: '', origin: 'igp' as const, communities: [parseCommunity('65000:1', 'c')] };
+  s.router.rib.set(left.prefix.text, left);
+  s.host.vips.set('198.18.13.1/32', { app: 'web', prefix: left.prefix });
+  s.runner.delayMs = 150;
+  s.runner.set('port:tcp:1301', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.13.1/32'], monitors: ['port:tcp:1301'] }));
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, [], 'nothing withdrawn or removed while the app is unchecked');
+  await waitFor(() => s.health.get('web')?.state === 'up', 2000, 'up');
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, [], 'adopted: no re-announce');
+  t.same(s.rec.status()[0]?.announced, ['198.18.13.1/32']);
+});
+
+t.test('after a restart, a path left for an app that turns out DOWN is withdrawn, then its address removed', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  const left = { prefix: parsePrefix('198.18.13.2/32', 'p'), app: '', origin: 'igp' as const, communities: [parseCommunity('65000:1', 'c')] };
+  s.router.rib.set(left.prefix.text, left);
+  s.host.vips.set('198.18.13.2/32', { app: 'web', prefix: left.prefix });
+  s.runner.set('port:tcp:1302', false);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.13.2/32'], monitors: ['port:tcp:1302'] }));
+  await waitFor(() => !s.host.vips.has('198.18.13.2/32'), 2000, 'address removed');
+  t.same(s.journal.entries, ['withdraw 198.18.13.2/32', 'remove-vip 198.18.13.2/32']);
+});

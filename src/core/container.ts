@@ -10,7 +10,8 @@ import type { VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { TOKENS } from './tokens.js';
 import { createRouter } from '../plugins/routing/index.js';
-import { createHostNetwork } from './host/index.js';
+import { createHostNetwork, type LocalAddresses } from './host/index.js';
+import { localIpFor, resolveDefaultGateway } from '../plugins/routing/gobgp/net.js';
 
 export interface Generation {
   readonly container: DependencyContainer;
@@ -29,7 +30,8 @@ export async function buildGeneration(config: VipcastConfig, opts: { dryRun: boo
   c.register(TOKENS.DryRun, { useValue: dryRun });
   // Plugin constructors may be async (the gobgp router loads its .proto files): build first, register the instance.
   const router = await createRouter(config, dryRun, opts.log.child({ component: 'router' }));
-  const host = createHostNetwork(config, dryRun, opts.log.child({ component: 'host' }));
+  const local = dryRun ? undefined : await discoverLocalAddresses(config, opts.log);
+  const host = createHostNetwork(config, dryRun, opts.log.child({ component: 'host' }), local);
   c.register(TOKENS.Router, { useFactory: instanceCachingFactory(() => router) });
   c.register(TOKENS.HostNetwork, { useFactory: instanceCachingFactory(() => host) });
   return { container: c, config, router: c.resolve<Router>(TOKENS.Router), host: c.resolve<HostNetwork>(TOKENS.HostNetwork), dryRun };
@@ -38,4 +40,25 @@ export async function buildGeneration(config: VipcastConfig, opts: { dryRun: boo
 /** Dispose a generation's container (its router and host are closed by the caller, in reverse order of start). */
 export async function disposeGeneration(gen: Generation): Promise<void> {
   await gen.container.dispose();
+}
+
+/**
+ * NAT targets when bgp.local_ip is unset: the address facing the first peer of each family, or facing the default
+ * gateway (gocast's discovery). Found once per generation; a failure leaves that family without a NAT target, which
+ * the host network reports on the first NAT rule that needs it.
+ */
+async function discoverLocalAddresses(config: VipcastConfig, log: Logger): Promise<LocalAddresses> {
+  const found: { v4?: string; v6?: string } = {};
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    if (config.bgp.localIp && config.bgp.localIp.includes(':') === (family === 'ipv6')) continue;
+    const peer = config.bgp.peers.find((p) => p.address !== undefined && p.address.includes(':') === (family === 'ipv6'))?.address;
+    try {
+      const addr = await localIpFor(peer ?? (await resolveDefaultGateway(family)));
+      if (family === 'ipv4') found.v4 = addr;
+      else found.v6 = addr;
+    } catch (err) {
+      log.debug({ err, family }, 'no local address found for NAT rules of this family');
+    }
+  }
+  return { v4: () => found.v4, v6: () => found.v6 };
 }

@@ -94,10 +94,11 @@ export class Daemon {
     await router.applyPeers(config.bgp.peers);
     const onReconnect = (router as { onReconnect?: (cb: () => void) => void }).onReconnect;
     onReconnect?.call(router, () => void this.reconciler.trigger(true));
-    // The first pass reads the speaker and the host: stray paths, addresses and rules left by an earlier run go.
+    // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
+    // still configured stays until their first check says otherwise, strays go at once.
+    this.addConfigApps(config.apps);
     this.reconciler.start();
     await this.reconciler.trigger(true);
-    this.addConfigApps(config.apps);
   }
 
   private addConfigApps(apps: readonly AppSpec[]): void {

@@ -310,13 +310,20 @@ export class Reconciler {
       if (up) app.vips.forEach((_, i) => { const r = this.desiredRoute(app, i); wantRoutes.set(r.prefix.text, r); });
     }
 
+    // Apps not checked yet (state unknown) keep whatever an earlier run left for their VIPs until their first
+    // verdict: a restart must not withdraw and re-announce healthy routes.
+    const undecided = new Set<string>();
+    for (const app of apps) {
+      if ((this.health.get(app.name)?.state ?? 'unknown') === 'unknown') for (const v of app.vips) undecided.add(v.text);
+    }
+
     // 1. Withdraw the routes of apps that are not UP any more (or gone, or whose VIP moved to another app). Routes
     //    of UP apps that merely lost a VIP (a VIP change) go in step 4, after the new VIP is announced.
     const upApps = new Set(apps.filter((a) => this.health.get(a.name)?.state === 'up').map((a) => a.name));
     for (const [key, route] of [...model.routes]) {
       const want = wantRoutes.get(key);
       if (want && (want.app === route.app || route.app === '')) continue; // '' = our path from an earlier run: replaced below
-      if (!want && upApps.has(route.app)) continue;
+      if (!want && (upApps.has(route.app) || undecided.has(key))) continue;
       await this.withdrawStep(model, route, want ? 'owner changed' : this.whyNot(route.app), fail);
     }
 
@@ -331,13 +338,17 @@ export class Reconciler {
       }
     }
     const natBlocked = new Set<string>();
-    const keep = (n: NatBinding) => model.routes.get(n.vip.text)?.app === n.app && !wantVips.has(n.vip.text);
+    const keep = (n: NatBinding) => (model.routes.get(n.vip.text)?.app === n.app || undecided.has(n.vip.text)) && !wantVips.has(n.vip.text);
     await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter(keep)], natBlocked, fail);
 
     // 3. Announce what is missing or changed, only where the address is on the host.
     for (const [key, route] of wantRoutes) {
       const have = model.routes.get(key);
-      if (have && have.app === route.app && routeKey(have) === routeKey(route)) continue;
+      if (have && (have.app === route.app || have.app === '') && routeKey(have) === routeKey(route)) {
+        // A path an earlier run left with exactly these attributes: adopt it, no UPDATE (a restart doesn't flap).
+        if (have.app === '' && model.vips.get(key)?.app === route.app) model.routes.set(key, route);
+        if (have.app === route.app || model.vips.get(key)?.app === route.app) continue;
+      }
       if (model.vips.get(key)?.app !== route.app) {
         if (!this.state.get(route.app)?.error) fail(route.app, `announce ${key}`, new Error('address is not on the host'));
         continue;
@@ -355,13 +366,13 @@ export class Reconciler {
 
     // 4. Make-before-break: the routes an UP app no longer wants go now that its new VIPs are out.
     for (const [key, route] of [...model.routes]) {
-      if (!wantRoutes.has(key)) await this.withdrawStep(model, route, 'VIP removed from the app', fail);
+      if (!wantRoutes.has(key) && !undecided.has(key)) await this.withdrawStep(model, route, 'VIP removed from the app', fail);
     }
 
     // 5. Tear-down: rules, then addresses, of everything no longer held.
-    await this.natStep(model, wantNat.filter((n) => model.vips.has(n.vip.text)), natBlocked, fail);
+    await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter((n) => undecided.has(n.vip.text) && !wantVips.has(n.vip.text))], natBlocked, fail);
     for (const [key, vip] of [...model.vips]) {
-      if (wantVips.get(key)?.app === vip.app) continue;
+      if (wantVips.get(key)?.app === vip.app || undecided.has(key)) continue;
       if (model.routes.has(key)) continue; // still announced (its withdraw failed): keep the address under it
       if (model.nat.some((n) => n.vip.text === key)) continue; // its rules failed to go: keep the address they use
       try {

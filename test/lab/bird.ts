@@ -68,6 +68,8 @@ export interface BirdRoute {
   asPath: number[];
   communities: string[];
   largeCommunities: string[];
+  /** When BIRD last received this route (`2026-11-25 22:02:58.880`): unchanged = no UPDATE for it since. */
+  since: string;
 }
 
 export interface BirdProtocolState {
@@ -87,10 +89,10 @@ export function parseRoutes(text: string): BirdRoute[] {
   let cur: BirdRoute | undefined;
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('BIRD ') || line.startsWith('Table ')) continue;
-    const head = /^(\S+)?\s+\S+\s+\[(\S+)[^\]]*\]/.exec(line);
+    const head = /^(\S+)?\s+\S+\s+\[(\S+)\s*([^\]]*)\]/.exec(line);
     if (!line.startsWith('\t') && head) {
       if (head[1]) prefix = head[1];
-      cur = { prefix, protocol: head[2]!, origin: '', nextHop: '', asPath: [], communities: [], largeCommunities: [] };
+      cur = { prefix, protocol: head[2]!, origin: '', nextHop: '', asPath: [], communities: [], largeCommunities: [], since: (head[3] ?? '').trim() };
       out.push(cur);
       continue;
     }
