@@ -1,0 +1,202 @@
+/**
+ * The piscina worker entry of the check pool. Each task names the module of a monitor's check (`workerModule`), its
+ * params and its time budget; this file imports the module (once per URL), runs the check with an AbortSignal that
+ * fires at the budget, and always answers with a plain `CheckResult`: errors, bad results and timeouts become
+ * `{ ok: false, reason }`, never a rejection, so one bad check costs nothing but its own result.
+ *
+ * Besides results, a worker posts small events to the pool through `parentPort` (see `WorkerEvent`): a heartbeat (so
+ * the pool can tell a blocked worker from a busy one), which thread a task started on, which task threw the exception
+ * that is ending the worker (so the pool re-runs its neighbours but not the culprit), and which process groups
+ * exec-like checks own (so the pool can kill them if the worker dies before the check could). A shared slot, handed
+ * over in the `hello` event, names the task whose check function is running synchronously right now: when a worker
+ * stops beating, that is the check that blocked it.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { isMainThread, parentPort, threadId } from 'node:worker_threads';
+import type { CheckContext, CheckFunction, CheckResult } from '../plugin-api.js';
+
+/** What the pool sends for one check. */
+export interface CheckTask {
+  /** Pool-assigned task id, echoed in the `check-start` event. */
+  readonly id?: number;
+  /** Absolute URL of the module exporting the check function. */
+  readonly workerModule: string;
+  readonly params: unknown;
+  readonly timeoutMs: number;
+}
+
+/** Marker key of the events a worker posts to the pool (anything else on the channel is not ours). */
+export const WORKER_EVENT = 'vipcastCheckEvent';
+
+/** Events a worker posts to the pool besides task results. */
+export type WorkerEvent =
+  /** First event of a worker. `running[0]` is the id of the task whose check code runs synchronously, else 0. */
+  | { readonly [WORKER_EVENT]: 'hello'; readonly threadId: number; readonly running: Int32Array }
+  /** Heartbeat: the worker's event loop turns. */
+  | { readonly [WORKER_EVENT]: 'alive'; readonly threadId: number }
+  | { readonly [WORKER_EVENT]: 'check-start'; readonly id: number; readonly threadId: number }
+  /** An exception thrown from the task's own callbacks escaped and is ending the worker. */
+  | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string }
+  | { readonly [WORKER_EVENT]: 'process-group'; readonly pgid: number; readonly alive: boolean; readonly threadId: number };
+
+export function isWorkerEvent(message: unknown): message is WorkerEvent {
+  return typeof message === 'object' && message !== null && WORKER_EVENT in message;
+}
+
+/**
+ * Tell the pool that a process group now belongs to this worker, so that it is killed if the worker dies (a worker
+ * terminated for blocking cannot clean up after itself). Returns the function to call once the group is gone.
+ * Outside a worker thread it does nothing.
+ */
+export function trackProcessGroup(pgid: number): () => void {
+  if (isMainThread || parentPort === null) return () => {};
+  const port = parentPort;
+  const post = (alive: boolean): void => {
+    const event: WorkerEvent = { [WORKER_EVENT]: 'process-group', pgid, alive, threadId };
+    try {
+      port.postMessage(event);
+    } catch {
+      // The port only closes while the worker is being torn down; the pool reaps the group then.
+    }
+  };
+  post(true);
+  let done = false;
+  return () => {
+    if (!done) post(false);
+    done = true;
+  };
+}
+
+/** After the signal fires, how long a check gets to return its own (more informative) failure reason. */
+const ABORT_GRACE_MS = 100;
+/** How often a worker tells the pool that its event loop turns. */
+export const HEARTBEAT_MS = 200;
+/** Longest reason passed back; exec output and error messages are cut to this. */
+const MAX_REASON = 4096;
+
+const modules = new Map<string, Promise<CheckFunction>>();
+/** The task whose code is running: it follows the check through its timers, sockets and callbacks. */
+const currentTask = new AsyncLocalStorage<number>();
+/** Shared with the pool: the task whose check function is on the stack right now (0: none). */
+const running = new Int32Array(new SharedArrayBuffer(4));
+
+/** Import a check module once per URL and find its check function (`check`, `default`, or `default.check`). */
+function loadCheck(url: string): Promise<CheckFunction> {
+  let loading = modules.get(url);
+  if (loading === undefined) {
+    loading = import(url).then((mod: Record<string, unknown>) => {
+      const fn = findCheck(mod) ?? findCheck(mod.default) ?? findCheck((mod.default as Record<string, unknown> | undefined)?.default);
+      if (fn === undefined) throw new Error(`${url} exports no check function (want "export const check" or a default export)`);
+      return fn;
+    });
+    // A failed import is not cached: the next run of that monitor tries again (the file may have been fixed).
+    loading.catch(() => modules.delete(url));
+    modules.set(url, loading);
+  }
+  return loading;
+}
+
+function findCheck(value: unknown): CheckFunction | undefined {
+  if (typeof value === 'function') return value as CheckFunction;
+  if (typeof value === 'object' && value !== null && typeof (value as { check?: unknown }).check === 'function') {
+    return (value as { check: CheckFunction }).check;
+  }
+  return undefined;
+}
+
+function clip(text: string): string {
+  return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 3)}...` : text;
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code !== undefined && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
+/** Copy a check's answer into a plain, cloneable result; anything malformed counts as a failure. */
+function normalize(value: unknown): CheckResult {
+  if (typeof value !== 'object' || value === null || typeof (value as CheckResult).ok !== 'boolean') {
+    return { ok: false, reason: 'the check returned no { ok, reason } result' };
+  }
+  const { ok, reason } = value as CheckResult;
+  return { ok, reason: clip(typeof reason === 'string' ? reason : String(reason ?? '')) };
+}
+
+type Settled = { returned: true; result: CheckResult } | { returned: false; result: CheckResult };
+
+/** Run one check; resolves, never rejects. */
+export async function runCheck(task: CheckTask): Promise<CheckResult> {
+  const timeoutMs = task.timeoutMs;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return { ok: false, reason: `invalid check timeout ${String(timeoutMs)}` };
+  if (task.id !== undefined && parentPort !== null) {
+    const event: WorkerEvent = { [WORKER_EVENT]: 'check-start', id: task.id, threadId };
+    parentPort.postMessage(event);
+  }
+  const controller = new AbortController();
+  const ctx: CheckContext = { signal: controller.signal, timeoutMs };
+  // The clock starts before the import: a module that hangs while loading spends the same budget.
+  const settled: Promise<Settled> = currentTask.run(task.id ?? 0, async () => {
+    const check = await loadCheck(task.workerModule);
+    // Loading took the whole budget: the result is already "timed out", so don't start a check nobody waits for.
+    if (controller.signal.aborted) throw controller.signal.reason;
+    // Only the synchronous part of the call is marked: that is where a check that blocks usually blocks. (A block in
+    // a later callback leaves the slot at 0; the pool then blames the checks that are overdue.)
+    Atomics.store(running, 0, task.id ?? 0);
+    let pending: Promise<CheckResult>;
+    try {
+      pending = check(task.params, ctx);
+    } finally {
+      Atomics.store(running, 0, 0);
+    }
+    return pending;
+  }).then(
+    (value) => ({ returned: true, result: normalize(value) }),
+    (err: unknown) => ({ returned: false, result: { ok: false, reason: clip(`check failed: ${describeError(err)}`) } }),
+  );
+
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(resolve, timeoutMs, 'timeout');
+  });
+  const first = await Promise.race([settled, deadline]);
+  clearTimeout(timer);
+  if (first !== 'timeout') return first.result;
+
+  const timedOut: CheckResult = { ok: false, reason: `timed out after ${timeoutMs} ms` };
+  controller.abort(new Error(timedOut.reason));
+  // A check that honours the signal usually answers within a moment with a better reason (an exec check's output);
+  // a check that ignores it gets the generic reason. Whatever it says, a check past its budget is never up.
+  let graceTimer: NodeJS.Timeout | undefined;
+  const grace = new Promise<'timeout'>((resolve) => {
+    graceTimer = setTimeout(resolve, ABORT_GRACE_MS, 'timeout');
+  });
+  const late = await Promise.race([settled, grace]);
+  clearTimeout(graceTimer);
+  if (late !== 'timeout' && late.returned && !late.result.ok) return late.result;
+  return timedOut;
+}
+
+export default runCheck;
+
+if (!isMainThread && parentPort !== null) {
+  const port = parentPort;
+  const hello: WorkerEvent = { [WORKER_EVENT]: 'hello', threadId, running };
+  port.postMessage(hello);
+  const alive: WorkerEvent = { [WORKER_EVENT]: 'alive', threadId };
+  // unref: piscina's own port keeps the worker alive; the heartbeat must not keep it from exiting.
+  setInterval(() => port.postMessage(alive), HEARTBEAT_MS).unref();
+  // A check that gave up on a promise (or rejected after its timeout) must not take the worker, and with it every
+  // other check running there, down. The result of that check has already been reported.
+  process.on('unhandledRejection', () => {});
+  // An exception thrown from a check's callback ends the worker (resuming after one is unsafe). Name the culprit
+  // first, so that the pool reports it and re-runs only the checks that merely shared the thread.
+  process.on('uncaughtExceptionMonitor', (err: unknown) => {
+    const id = currentTask.getStore();
+    if (id === undefined || id === 0) return;
+    const event: WorkerEvent = { [WORKER_EVENT]: 'check-crash', id, threadId, error: clip(describeError(err)) };
+    port.postMessage(event);
+  });
+}
