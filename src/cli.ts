@@ -8,7 +8,6 @@ import { VipcastError } from './core/errors.js';
 import { createLogger } from './core/logger.js';
 import { Daemon } from './core/daemon.js';
 import { loadConfig } from './core/config.js';
-import { startApi, type ApiServer } from './core/api.js';
 
 const HELP = `vipcast: health-checked anycast host agent (gocast compatible)
 
@@ -149,7 +148,6 @@ async function reload(args: Args): Promise<void> {
 async function run(args: Args): Promise<void> {
   const log = createLogger({ level: args.logLevel });
   const daemon = new Daemon({ configFile: resolve(args.config!), dryRun: args.dryRun, log });
-  let api: ApiServer | undefined;
   let pidFile = '';
   let signals = 0;
   const shutdown = (signal: string) => {
@@ -165,7 +163,6 @@ async function run(args: Args): Promise<void> {
     }, 10_000);
     force.unref();
     void (async () => {
-      await api?.close().catch(() => undefined);
       await daemon.stop(signal);
       if (pidFile) try { unlinkSync(pidFile); } catch { /* already gone */ }
       process.exit(0);
@@ -189,12 +186,5 @@ async function run(args: Args): Promise<void> {
   }
   pidFile = daemon.config.agent.pidFile;
   if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
-  if (daemon.config.agent.listenAddr) {
-    try {
-      api = await startApi(daemon, daemon.config.agent.listenAddr, log.child({ component: 'api' }));
-    } catch (err) {
-      log.error({ err, listen_addr: daemon.config.agent.listenAddr }, 'HTTP API could not start; running without it');
-    }
-  }
   log.info({ pid: process.pid }, 'vipcast running');
 }

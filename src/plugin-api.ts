@@ -178,6 +178,10 @@ export interface Router {
   /** Make the speaker's peers match `peers`: add, update and delete one by one; unchanged peers keep their session. */
   applyPeers(peers: readonly PeerSpec[]): Promise<void>;
   peerStates(): Promise<PeerState[]>;
+  /** Drop the speaker's global config (and with it every peer and path), so it can start again with another AS. */
+  stopSpeaker?(): Promise<void>;
+  /** Called each time the speaker becomes usable again (reconnected, restarted): the caller resyncs. */
+  onReconnect?(cb: () => void): () => void;
   /** Withdraw nothing by itself; releases connections. Safe to call twice. */
   close(): Promise<void>;
 }

@@ -12,6 +12,8 @@ import { VipcastError } from './errors.js';
 import { appFromRegistration, type RegistrationInput } from './registration.js';
 
 export interface ApiServer {
+  /** The agent.listen_addr it was started with. */
+  readonly listenAddr: string;
   readonly address: string;
   readonly port: number;
   close(): Promise<void>;
@@ -83,7 +85,7 @@ export async function startApi(daemon: Daemon, listenAddr: string, log: Logger):
   const bound = typeof addr === 'object' && addr ? addr.port : port;
   log.info({ listen: `${host}:${bound}` }, 'HTTP API listening');
   let closed: Promise<void> | undefined;
-  return { address: host, port: bound, close: () => (closed ??= app.close()) };
+  return { listenAddr, address: host, port: bound, close: () => (closed ??= app.close()) };
 }
 
 export function splitListen(listenAddr: string): { host: string; port: number } {

@@ -2,7 +2,7 @@
  * The daemon: owns one config generation at a time and the long-lived parts (check pool, registry, health tracker,
  * reconciler). Lifecycle: start() in order, stop() in reverse order, each close with a timeout; stop is idempotent.
  */
-import type { AppSpec } from '../plugin-api.js';
+import type { AppSpec, Router } from '../plugin-api.js';
 import type { VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { loadConfig } from './config.js';
@@ -12,6 +12,7 @@ import { HealthTracker, type CheckRunner } from './health.js';
 import { Reconciler, type ReconcilerOptions } from './reconciler.js';
 import { buildGeneration, disposeGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
+import { startApi, type ApiServer } from './api.js';
 import { reloadConfig, type ReloadResult } from './reload.js';
 
 export interface DaemonOptions {
@@ -34,6 +35,7 @@ export class Daemon {
   reconciler!: Reconciler;
   generation!: Generation;
   private stopping: Promise<void> | undefined;
+  private api: ApiServer | undefined;
   private readonly log: Logger;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -92,13 +94,36 @@ export class Daemon {
     await host.start();
     await router.start();
     await router.applyPeers(config.bgp.peers);
-    const onReconnect = (router as { onReconnect?: (cb: () => void) => void }).onReconnect;
-    onReconnect?.call(router, () => void this.reconciler.trigger(true));
+    this.watchRouter(router);
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     this.addConfigApps(config.apps);
     this.reconciler.start();
     await this.reconciler.trigger(true);
+    await this.listen(config.agent.listenAddr).catch((err: unknown) => {
+      this.log.error({ err, listen_addr: config.agent.listenAddr }, 'HTTP API could not start; running without it');
+    });
+  }
+
+  /** Start the HTTP API on `listenAddr` ('' = none), then close the previous one (a reload that moves it). */
+  async listen(listenAddr: string): Promise<void> {
+    const old = this.api;
+    if (old && old.listenAddr === listenAddr) return;
+    this.api = listenAddr ? await startApi(this, listenAddr, this.log.child({ component: 'api' })) : undefined;
+    await old?.close();
+  }
+
+  /** The listen address the API runs on now ('' = none). */
+  get apiAddress(): string {
+    return this.api?.listenAddr ?? '';
+  }
+
+  /** HTTP-registered apps take the agent's defaults: a reload that changes them applies them to those apps too. */
+  refreshRegisteredApps(agent: VipcastConfig['agent']): void {
+    for (const app of this.registry.all()) {
+      if (app.source !== 'http') continue;
+      this.registry.upsert({ ...app, rise: agent.rise, fall: agent.fall, intervalMs: agent.monitorIntervalMs, timeoutMs: agent.checkTimeoutMs });
+    }
   }
 
   private addConfigApps(apps: readonly AppSpec[]): void {
@@ -156,7 +181,13 @@ export class Daemon {
     const old = this.generation;
     this.generation = gen;
     this.reconciler.swap({ router: gen.router, host: gen.host });
+    this.watchRouter(gen.router);
     return old;
+  }
+
+  /** A speaker that comes back (gobgpd restarted, reconnected) gets a full resync at once. */
+  private watchRouter(router: Router): void {
+    router.onReconnect?.(() => void this.reconciler.trigger(true));
   }
 
   replaceConfigApps(apps: readonly AppSpec[]): string[] {
@@ -172,6 +203,7 @@ export class Daemon {
   private async doStop(reason: string): Promise<void> {
     this.log.info({ reason }, 'stopping: withdrawing every route');
     await this.reloading?.catch(() => undefined);
+    await this.api?.close().catch(() => undefined);
     this.health?.close();
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason), 7000, 'withdraw and cleanup', this.log);
     if (this.generation) {

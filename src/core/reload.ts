@@ -118,12 +118,13 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     return result(true, [], [], prev);
   }
   log.info({ trigger, changes }, 'reload: applying');
+  const progress: Progress = { generation: false, peers: false, config: false };
   try {
-    await apply(d, prev, next, diff, log);
+    await apply(d, next, diff, log, progress);
   } catch (err) {
     log.error({ err, trigger }, 'reload failed while applying: restoring the previous config');
     try {
-      await apply(d, next, prev, diffConfig(next, prev), log);
+      await undo(d, prev, next, progress, log);
     } catch (err2) {
       log.error({ err: err2 }, 'restoring the previous config failed too; the reconciler keeps retrying');
     }
@@ -133,41 +134,98 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
   return result(true, [], changes, next);
 }
 
-async function apply(d: Daemon, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
+/** What an apply step changed, so a failure undoes exactly that. */
+interface Progress {
+  api?: boolean;
+  generation: boolean;
+  peers: boolean;
+  config: boolean;
+}
+
+async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, log: Logger, progress: Progress): Promise<void> {
   const rec = d.reconciler;
+  const prev = d.config;
   if (diff.speaker.length > 0 || diff.host) {
-    // The disruptive path: a new generation (new router and host network), built before the swap.
-    const gen = await buildGeneration(next, { dryRun: d.generation.dryRun, log });
-    await rec.queue.run(async () => {
-      const old = d.generation;
-      if (diff.speaker.length > 0) {
-        for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker restart (reload)').catch(() => undefined);
-        await (old.router as { stopSpeaker?: () => Promise<void> }).stopSpeaker?.().catch((err: unknown) => log.error({ err }, 'stopping the old speaker failed'));
-      }
-      await old.router.close();
-      try {
-        await gen.host.start();
-        await gen.router.start();
-        await gen.router.applyPeers(next.bgp.peers);
-      } catch (err) {
-        await gen.router.close().catch(() => undefined);
-        // Bring the old generation back before reporting.
+    await swapGeneration(d, prev, next, diff, log);
+    progress.generation = true;
+  } else if (diff.peers.added.length + diff.peers.removed.length + diff.peers.changed.length > 0) {
+    // One writer: peer changes go through the action queue like every other effect.
+    progress.peers = true;
+    await rec.queue.run(() => d.generation.router.applyPeers(next.bgp.peers));
+  }
+  if (next.agent.listenAddr !== d.apiAddress) {
+    await d.listen(next.agent.listenAddr);
+    progress.api = true;
+  }
+  progress.config = true;
+  rec.configure(reconcilerOptions(next));
+  d.generation = { ...d.generation, config: next };
+  d.refreshRegisteredApps(next.agent);
+  const refused = d.replaceConfigApps(next.apps);
+  if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
+  await rec.trigger(diff.speaker.length > 0);
+}
+
+async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progress: Progress, log: Logger): Promise<void> {
+  const rec = d.reconciler;
+  if (progress.config) {
+    rec.configure(reconcilerOptions(prev));
+    d.generation = { ...d.generation, config: prev };
+    d.refreshRegisteredApps(prev.agent);
+    d.replaceConfigApps(prev.apps);
+  }
+  if (progress.api) await d.listen(prev.agent.listenAddr);
+  if (progress.peers) await rec.queue.run(() => d.generation.router.applyPeers(prev.bgp.peers));
+  if (progress.generation) await swapGeneration(d, next, prev, diffConfig(next, prev), log);
+  await rec.trigger(true);
+}
+
+/**
+ * A new generation (router and host network) built in a child container and started before the swap. Against the
+ * same gobgpd, a new local AS, router id or listen port needs StopBgp first: every route is withdrawn and comes back
+ * once the sessions re-form (the one disruptive change). Against another speaker (address or plugin changed) the old
+ * one keeps announcing until the new one is up; if the new one fails, the old generation stays in force.
+ */
+async function swapGeneration(d: Daemon, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
+  const gen = await buildGeneration(next, { dryRun: d.generation.dryRun, log });
+  await d.reconciler.queue.run(async () => {
+    const old = d.generation;
+    const sameSpeaker = prev.routing.plugin === next.routing.plugin && prev.routing.gobgp.address === next.routing.gobgp.address && !old.dryRun;
+    const restart = diff.speaker.length > 0 && sameSpeaker;
+    if (restart) {
+      log.warn({ changed: diff.speaker }, 'reload changes the BGP speaker itself: every route is withdrawn and re-announced');
+      for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker restart (reload)').catch(() => undefined);
+      await old.router.stopSpeaker?.();
+    }
+    try {
+      await gen.host.start();
+      await gen.router.start();
+      await gen.router.applyPeers(next.bgp.peers);
+    } catch (err) {
+      await gen.router.close().catch(() => undefined);
+      await gen.host.close().catch(() => undefined);
+      await disposeGeneration(gen).catch(() => undefined);
+      if (restart) {
+        // The old speaker was stopped: start it again with the previous config.
+        await old.router.close().catch(() => undefined);
         const back = await buildGeneration(prev, { dryRun: old.dryRun, log });
+        await back.host.start();
         await back.router.start();
         await back.router.applyPeers(prev.bgp.peers);
         d.swapGeneration(back);
         await disposeGeneration(old).catch(() => undefined);
-        throw err;
       }
-      d.swapGeneration(gen);
-      await disposeGeneration(old).catch(() => undefined);
-    });
-  } else if (diff.peers.added.length + diff.peers.removed.length + diff.peers.changed.length > 0) {
-    await rec.queue.run(() => d.generation.router.applyPeers(next.bgp.peers));
-  }
-  rec.configure(reconcilerOptions(next));
-  d.generation = { ...d.generation, config: next };
-  const refused = d.replaceConfigApps(next.apps);
-  if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
-  await rec.trigger(diff.speaker.length > 0);
+      throw err;
+    }
+    if (!sameSpeaker) {
+      // Another speaker takes over: what the old one announced must not linger there.
+      for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker replaced (reload)').catch(() => undefined);
+    }
+    // Another iptables flavour: the old flavour's chain goes; the new host network writes its own at the next pass.
+    if (diff.host) await old.host.setNat([]).catch((err: unknown) => log.error({ err }, 'could not remove the NAT rules of the previous iptables flavour'));
+    await old.router.close().catch(() => undefined);
+    await old.host.close().catch(() => undefined);
+    d.swapGeneration(gen);
+    await disposeGeneration(old).catch(() => undefined);
+  });
 }

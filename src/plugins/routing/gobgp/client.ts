@@ -107,6 +107,21 @@ export class GobgpClient {
     });
   }
 
+  /** A stream of requests, one response (AddPathStream). */
+  clientStream<Res>(method: string, reqs: readonly object[], timeoutMs = this.timeoutMs): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new GobgpCallError(method, grpc.status.CANCELLED, 'client closed'));
+      const fn = this.client[method] as unknown as ((meta: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientWritableStream<object>) | undefined;
+      if (typeof fn !== 'function') return reject(new GobgpCallError(method, grpc.status.UNIMPLEMENTED, 'not in proto/gobgp.proto'));
+      const call = fn.call(this.client, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
+        if (err) reject(toCallError(method, err));
+        else resolve(res as Res);
+      });
+      for (const r of reqs) call.write(r);
+      call.end();
+    });
+  }
+
   /** The channel's state; `tryConnect` starts a connection attempt from IDLE. */
   state(tryConnect = false): grpc.connectivityState {
     return this.client.getChannel().getConnectivityState(tryConnect);
