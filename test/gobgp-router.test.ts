@@ -183,6 +183,28 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     await r1.withdraw(route(VIP(3), 'ok', 'igp'), 'done');
   });
 
+  t.test('announceMany/withdrawMany: 1,000 routes in one AddPathStream call, invalid ones refused, the rest delivered', async (t) => {
+    const before = await bird.protocol('a');
+    const base = await bird.count('a');
+    const many: Route[] = [];
+    for (let i = 0; i < 1000; i++) many.push(route(`198.19.${251 + Math.floor(i / 250)}.${(i % 250) + 1}/32`, `bulk${i}`, 'igp', '65000:100', '65000:5:5'));
+    const evil: Route = { prefix: { address: '198.19.255.1', length: 33, family: 'ipv4', text: '198.19.255.1/33' } as Prefix, app: 'evil', origin: 'igp', communities: [] };
+    const t0 = Date.now();
+    await t.rejects(r1.announceMany([...many.slice(0, 500), evil, ...many.slice(500)], 'bulk'), { code: 'VIPCAST_ERR_VALUE', message: /1 of 1001 routes refused/ });
+    await waitFor(async () => (await bird.count('a')) === base + 1000, 10_000, '1,000 routes at BIRD');
+    t.comment(`MEASURED announceMany: 1,000 routes at BIRD ${Date.now() - t0} ms after the call`);
+    const listed = await r1.listRoutes();
+    t.equal(listed.filter((r) => r.app.startsWith('bulk')).length, 1000, 'all 1,000 listed with their app names');
+    t.notOk(listed.some((r) => r.prefix.text.endsWith('/33') || r.prefix.length === 0), 'the invalid one never reached gobgpd');
+    const one = (await bird.routes('a', many[777]!.prefix.text))[0];
+    t.same(sorted(one?.communities ?? []), ['65000:100', '65000:901']);
+    t.same(one?.largeCommunities, ['65000:5:5']);
+    await r1.withdrawMany(many, 'bulk done');
+    await waitFor(async () => (await bird.count('a')) === base, 10_000, 'bulk routes withdrawn at BIRD');
+    t.equal((await r1.listRoutes()).filter((r) => r.app.startsWith('bulk')).length, 0, 'gone from ListPath');
+    t.equal((await bird.protocol('a')).since, before.since, 'session not reset');
+  });
+
   t.test('applyPeers with an unchanged peer set touches nothing (BIRD session since unchanged)', async (t) => {
     const before = await bird.protocol('a');
     await r1.applyPeers([{ ...peerA, communities: comms('65000:901') }]);

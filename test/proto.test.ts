@@ -104,7 +104,7 @@ t.test('every RPC the router calls is in proto/', async (t) => {
   const mine = load(MINE);
   const svc = mine.lookup('apipb.GobgpApi') as protobuf.Service;
   const src = ['router.ts', 'client.ts'].map((f) => readFileSync(join(repo, 'src', 'plugins', 'routing', 'gobgp', f), 'utf8')).join('\n');
-  const called = new Set([...src.matchAll(/(?:call|callStream(?:<[^(]*>)?|unary(?:<[^(]*>)?|stream(?:<[^(]*>)?)\((?:client, )?'(\w+)'/g)].map((m) => m[1]!));
+  const called = new Set([...src.matchAll(/(?:call|callStream(?:<[^(]*>)?|unary(?:<[^(]*>)?|stream(?:<[^(]*>)?|clientStream(?:<[^(]*>)?)\((?:client, )?'(\w+)'/g)].map((m) => m[1]!));
   t.ok(called.size >= 15, `found ${called.size} RPC names in the router: ${[...called].join(', ')}`);
   for (const m of called) t.ok(svc.methods[m], `rpc ${m} is declared`);
 });
@@ -148,6 +148,7 @@ t.test('the messages the router builds use only fields and enum values proto/ de
     const path = pathFor(route, checkRoute(route, nh), nh);
     t.same(unknownKeys(root, T('apipb.AddPathRequest'), { table_type: 'GLOBAL', path }, 'AddPath'), [], `AddPath ${text}`);
     t.same(unknownKeys(root, T('apipb.DeletePathRequest'), { table_type: 'GLOBAL', family: path.family, path }, 'DeletePath'), [], `DeletePath ${text}`);
+    t.same(unknownKeys(root, T('apipb.AddPathStreamRequest'), { table_type: 'GLOBAL', paths: [path, { ...path, is_withdraw: true }] }, 'AddPathStream'), [], `AddPathStream ${text}`);
     // Round trip through the wire format: nothing dropped.
     const msg = T('apipb.Path').fromObject(path);
     const back = T('apipb.Path').toObject(T('apipb.Path').decode(T('apipb.Path').encode(msg).finish()), { json: true, enums: String, longs: Number }) as Record<string, unknown>;

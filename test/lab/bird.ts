@@ -153,6 +153,8 @@ export interface Bird {
   /** Routes a protocol's session brought in (its own table), optionally only one prefix. */
   routes(protocol: string, prefix?: string): Promise<BirdRoute[]>;
   protocol(name: string): Promise<BirdProtocolState>;
+  /** How many routes a protocol's session brought in (`show route count table t_NAME`). */
+  count(protocol: string): Promise<number>;
   enable(name: string): Promise<void>;
   disable(name: string): Promise<void>;
   /** Wait until the protocol's BGP session is Established; returns its state. */
@@ -204,6 +206,12 @@ export async function startBird(opts: { ns: string; config: (dir: string) => str
       const p = parseProtocol(await birdc(['show', 'protocols', 'all', name]));
       if (!p) throw new Error(`BIRD has no protocol ${name}`);
       return p;
+    },
+    async count(protocol) {
+      const out = await birdc(['show', 'route', 'count', 'table', `t_${protocol}`]);
+      const m = /(\d+) of \d+ routes/.exec(out);
+      if (!m) throw new Error(`cannot read a route count from: ${out}`);
+      return Number(m[1]);
     },
     async enable(name) {
       await birdc(['enable', name]);
