@@ -19,7 +19,13 @@ export function procStats(pid: number): { cpuTicks: number; ticksPerSecond: numb
 }
 
 /** Estimate a quantile from a Prometheus text-format histogram by linear interpolation within the bucket. */
-export function histogramQuantile(text: string, name: string, labels: Record<string, string>, q: number): number {
+export function histogramQuantile(text: string, name: string, labels: Record<string, string>, q: number, baseline = ''): number {
+  const base = new Map(histogramBuckets(baseline, name, labels));
+  const buckets = histogramBuckets(text, name, labels).map(([le, count]) => [le, count - (base.get(le) ?? 0)] as [number, number]);
+  return quantileOf(buckets, q);
+}
+
+function histogramBuckets(text: string, name: string, labels: Record<string, string>): Array<[number, number]> {
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   const buckets: Array<[number, number]> = [];
   for (const line of text.split('\n')) {
@@ -30,7 +36,10 @@ export function histogramQuantile(text: string, name: string, labels: Record<str
     if (le === undefined) continue;
     buckets.push([le === '+Inf' ? Infinity : Number(le), count]);
   }
-  buckets.sort((a, b) => a[0] - b[0]);
+  return buckets.sort((a, b) => a[0] - b[0]);
+}
+
+function quantileOf(buckets: Array<[number, number]>, q: number): number {
   const total = buckets.at(-1)?.[1] ?? 0;
   if (total === 0) return NaN;
   const rank = q * total;

@@ -31,6 +31,8 @@ export class Daemon {
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain: Promise<ReloadResult> | undefined;
   pool!: CheckPool;
+  /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
+  commandPool!: CheckPool;
   health!: HealthTracker;
   reconciler!: Reconciler;
   generation!: Generation;
@@ -59,9 +61,10 @@ export class Daemon {
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
 
     this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
+    this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }) });
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
-        const r = await this.pool.run(spec, timeoutMs);
+        const r = await (spec.runsCommands ? this.commandPool : this.pool).run(spec, timeoutMs);
         this.metrics.checks.inc({ type: spec.type, result: r.ok ? 'pass' : 'fail' });
         this.metrics.checkDuration.observe({ type: spec.type }, r.durationMs / 1000);
         return r;
@@ -212,6 +215,7 @@ export class Daemon {
       await disposeGeneration(this.generation).catch(() => undefined);
     }
     if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);
+    if (this.commandPool) await withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log);
     this.log.info('stopped');
   }
 }

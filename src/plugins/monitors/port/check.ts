@@ -56,28 +56,60 @@ function ipv6FromProc(hex: string): string {
   return `${hexes.slice(0, bestStart).join(':')}::${hexes.slice(bestStart + bestLen).join(':')}`;
 }
 
-/** Local addresses of the sockets in one /proc/net table that use `port` (TCP: in LISTEN state only). */
-async function scanTable(file: string, port: number, listenOnly: boolean, v6: boolean, signal: AbortSignal): Promise<string[]> {
+/**
+ * One read of a /proc/net table, indexed by local port: port -> local addresses (TCP: LISTEN sockets only).
+ * Reading a table costs milliseconds with many sockets (the kernel formats every line), and a host with a thousand
+ * apps checks a thousand ports a second: so checks in this worker share a snapshot that is at most SNAPSHOT_MAX_AGE_MS
+ * old (taken after the check started minus that age), and concurrent checks share one read in flight.
+ */
+type PortIndex = Map<number, string[]>;
+interface Snapshot {
+  readonly startedAt: number;
+  readonly index: Promise<PortIndex>;
+}
+export const SNAPSHOT_MAX_AGE_MS = 50;
+const snapshots = new Map<string, Snapshot>();
+
+async function readIndex(file: string, listenOnly: boolean, v6: boolean): Promise<PortIndex> {
   let text: string;
   try {
-    text = await readFile(file, { encoding: 'latin1', signal });
+    text = await readFile(file, { encoding: 'latin1' });
   } catch (err) {
     // No tcp6/udp6 table when IPv6 is disabled in the kernel: nothing listens there.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
     throw err;
   }
-  const suffix = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const found: string[] = [];
+  const index: PortIndex = new Map();
   // Line format: "  sl  local_address rem_address   st ..."; the first line is the header.
   for (const line of text.split('\n')) {
     const fields = line.trim().split(/\s+/, 4);
     if (fields.length < 4) continue;
-    const local = fields[1];
-    if (!local.endsWith(suffix) || (listenOnly && fields[3] !== TCP_LISTEN)) continue;
-    const hex = local.slice(0, -suffix.length);
-    found.push(v6 ? ipv6FromProc(hex) : ipv4FromProc(hex));
+    const local = fields[1]!;
+    if (listenOnly && fields[3] !== TCP_LISTEN) continue;
+    const colon = local.lastIndexOf(':');
+    if (colon === -1) continue;
+    const port = parseInt(local.slice(colon + 1), 16);
+    if (!Number.isInteger(port)) continue;
+    const hex = local.slice(0, colon);
+    const list = index.get(port) ?? [];
+    list.push(v6 ? ipv6FromProc(hex) : ipv4FromProc(hex));
+    index.set(port, list);
   }
-  return found;
+  return index;
+}
+
+/** Local addresses of the sockets in one /proc/net table that use `port` (TCP: in LISTEN state only). */
+async function scanTable(file: string, port: number, listenOnly: boolean, v6: boolean, signal: AbortSignal): Promise<string[]> {
+  const now = performance.now();
+  let snap = snapshots.get(file);
+  if (!snap || now - snap.startedAt > SNAPSHOT_MAX_AGE_MS) {
+    snap = { startedAt: now, index: readIndex(file, listenOnly, v6) };
+    snapshots.set(file, snap);
+    // A failed read must not be served to the next checks.
+    snap.index.catch(() => { if (snapshots.get(file) === snap) snapshots.delete(file); });
+  }
+  signal.throwIfAborted();
+  return (await snap.index).get(port) ?? [];
 }
 
 async function checkListen(protocol: 'tcp' | 'udp', port: number, ctx: CheckContext): Promise<CheckResult> {
