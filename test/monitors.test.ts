@@ -3,6 +3,7 @@
  * local sockets, servers and processes.
  */
 import t from 'tap';
+import { SNAPSHOT_MAX_AGE_MS } from '../src/plugins/monitors/port/check.js';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -23,6 +24,9 @@ const spec = (input: unknown): MonitorSpec => registry.parse(input, { path: 'tes
 
 const pool = new CheckPool({ workers: 2 });
 t.teardown(() => pool.close());
+
+/** Port checks read a shared socket-table snapshot at most SNAPSHOT_MAX_AGE_MS old: wait that long after a change. */
+const fresh = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, SNAPSHOT_MAX_AGE_MS + 5));
 
 async function tcpServer(host: string, port = 0): Promise<net.Server> {
   const server = net.createServer((s) => s.destroy());
@@ -66,10 +70,12 @@ function hasIpv6Loopback(): boolean {
 t.test('port:tcp:N is up while a TCP socket listens on 127.0.0.1:N and down once it is closed', async (t) => {
   const server = await tcpServer('127.0.0.1');
   const port = portOf(server);
+  await fresh();
   const up = await pool.run(spec(`port:tcp:${port}`), 1000);
   t.equal(up.ok, true, up.reason);
   t.equal(up.reason, `tcp port ${port} listening on 127.0.0.1`);
   await closeServer(server);
+  await fresh();
   const down = await pool.run(spec(`port:tcp:${port}`), 1000);
   t.equal(down.ok, false);
   t.equal(down.reason, `no socket listens on tcp port ${port}`);
@@ -79,6 +85,7 @@ t.test('port:tcp:N counts a listener bound only to another local address (127.0.
   const server = await tcpServer('127.0.0.2');
   t.teardown(() => closeServer(server));
   const port = portOf(server);
+  await fresh();
   const r = await pool.run(spec(`port:tcp:${port}`), 1000);
   t.equal(r.ok, true, r.reason);
   t.match(r.reason, /listening on 127\.0\.0\.2$/);
@@ -90,6 +97,7 @@ t.test('port:tcp:N counts an IPv6-only listener on ::1', { skip: hasIpv6Loopback
   await once(server, 'listening');
   t.teardown(() => closeServer(server));
   const port = portOf(server);
+  await fresh();
   const r = await pool.run(spec(`port:tcp:${port}`), 1000);
   t.equal(r.ok, true, r.reason);
   t.equal(r.reason, `tcp port ${port} listening on ::1`);
@@ -99,6 +107,7 @@ t.test('port:tcp:N counts a dual-stack wildcard listener (::) and names it', asy
   const server = await tcpServer('::');
   t.teardown(() => closeServer(server));
   const port = portOf(server);
+  await fresh();
   const r = await pool.run(spec(`port:tcp:${port}`), 1000);
   t.equal(r.ok, true, r.reason);
   t.match(r.reason, /listening on (::|0\.0\.0\.0)/);
@@ -111,17 +120,21 @@ t.test('port:tcp:N ignores a port that only has an established (non-listening) s
   const client = net.connect(portOf(server), '127.0.0.1');
   await once(client, 'connect');
   t.teardown(() => client.destroy());
-  const r = await pool.run(spec(`port:tcp:${client.localPort}`), 1000);
+  const localPort = client.localPort!;
+  await fresh();
+  const r = await pool.run(spec(`port:tcp:${localPort}`), 1000);
   t.equal(r.ok, false, r.reason);
 });
 
 t.test('port:udp:N is up while a UDP socket is bound to N (IPv4 and IPv6) and down once it is closed', async (t) => {
   const v4 = await udpSocket('udp4', '127.0.0.1');
   const port4 = portOf(v4);
+  await fresh();
   const up4 = await pool.run(spec(`port:udp:${port4}`), 1000);
   t.equal(up4.ok, true, up4.reason);
   t.equal(up4.reason, `udp port ${port4} bound on 127.0.0.1`);
   await closeUdp(v4);
+  await fresh();
   const down4 = await pool.run(spec(`port:udp:${port4}`), 1000);
   t.equal(down4.ok, false);
   t.equal(down4.reason, `no socket is bound to udp port ${port4}`);
@@ -129,10 +142,12 @@ t.test('port:udp:N is up while a UDP socket is bound to N (IPv4 and IPv6) and do
   if (hasIpv6Loopback()) {
     const v6 = await udpSocket('udp6', '::1');
     const port6 = portOf(v6);
+    await fresh();
     const up6 = await pool.run(spec(`port:udp:${port6}`), 1000);
     t.equal(up6.ok, true, up6.reason);
     t.equal(up6.reason, `udp port ${port6} bound on ::1`);
     await closeUdp(v6);
+    await fresh();
     const down6 = await pool.run(spec(`port:udp:${port6}`), 1000);
     t.equal(down6.ok, false, down6.reason);
   }
@@ -454,6 +469,7 @@ t.test('isolation: 50 hung exec checks in flight do not delay a port check', asy
   for (let i = 0; i < 150 && processesWith(marker).length < 50; i++) await new Promise((r) => setTimeout(r, 20));
   t.equal(processesWith(marker).length, 50, 'all fifty exec checks are running');
   const t0 = performance.now();
+  await fresh();
   const port = await pool.run(spec(`port:tcp:${portOf(server)}`), 1000);
   const latency = performance.now() - t0;
   order.push('port');
