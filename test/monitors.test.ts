@@ -115,14 +115,19 @@ t.test('port:tcp:N counts a dual-stack wildcard listener (::) and names it', asy
 
 t.test('port:tcp:N ignores a port that only has an established (non-listening) socket on it', async (t) => {
   // The client side of a connection uses an ephemeral local port without listening: that must not count as up.
-  const server = await tcpServer('127.0.0.1');
-  t.teardown(() => closeServer(server));
+  // This server keeps its connections open, so the client socket stays ESTABLISHED while the check runs.
+  const held: net.Socket[] = [];
+  const server = net.createServer((s) => { held.push(s); });
+  server.listen({ host: '127.0.0.1', port: 0 });
+  await once(server, 'listening');
+  t.teardown(() => { for (const s of held) s.destroy(); return closeServer(server); });
   const client = net.connect(portOf(server), '127.0.0.1');
   await once(client, 'connect');
   t.teardown(() => client.destroy());
   const localPort = client.localPort!;
   await fresh();
   const r = await pool.run(spec(`port:tcp:${localPort}`), 1000);
+  t.equal(client.readyState, 'open', 'the client connection was still established during the check');
   t.equal(r.ok, false, r.reason);
 });
 
