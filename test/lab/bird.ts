@@ -28,7 +28,8 @@ export interface BirdBgp {
   localAs: number;
   /** gobgpd's address. */
   neighbor: string;
-  neighborAs: number;
+  /** The peer's AS, or 'external' (any AS but BIRD's own: a test that changes vipcast's AS). */
+  neighborAs: number | 'external';
   password?: string;
   multihop?: boolean;
   /** Start disabled (`birdc enable NAME` later), so BIRD does not pile up error backoff before the peer exists. */
@@ -48,7 +49,7 @@ export function birdConfig(opts: { routerId: string; protocols: BirdBgp[]; extra
     lines.push(`protocol bgp ${p.name} {`);
     if (p.disabled) lines.push('  disabled;');
     lines.push(`  local ${p.local} as ${p.localAs};`);
-    lines.push(`  neighbor ${p.neighbor} as ${p.neighborAs};`);
+    lines.push(`  neighbor ${p.neighbor} ${p.neighborAs === 'external' ? 'external' : `as ${p.neighborAs}`};`);
     if (p.multihop) lines.push('  multihop;');
     if (p.password !== undefined) lines.push(`  password "${p.password}";`);
     lines.push('  connect delay time 1; connect retry time 1; error wait time 1,5; error forget time 10;');
@@ -70,6 +71,8 @@ export interface BirdRoute {
   largeCommunities: string[];
   /** When BIRD last received this route (`2026-11-25 22:02:58.880`): unchanged = no UPDATE for it since. */
   since: string;
+  /** Names of the BGP attributes present (`origin`, `as_path`, `next_hop`, `community`...), empty ones included. */
+  attributes: string[];
 }
 
 export interface BirdProtocolState {
@@ -92,7 +95,7 @@ export function parseRoutes(text: string): BirdRoute[] {
     const head = /^(\S+)?\s+\S+\s+\[(\S+)\s*([^\]]*)\]/.exec(line);
     if (!line.startsWith('\t') && head) {
       if (head[1]) prefix = head[1];
-      cur = { prefix, protocol: head[2]!, origin: '', nextHop: '', asPath: [], communities: [], largeCommunities: [], since: (head[3] ?? '').trim() };
+      cur = { prefix, protocol: head[2]!, origin: '', nextHop: '', asPath: [], communities: [], largeCommunities: [], since: (head[3] ?? '').trim(), attributes: [] };
       out.push(cur);
       continue;
     }
@@ -100,6 +103,7 @@ export function parseRoutes(text: string): BirdRoute[] {
     const attr = /^\s+BGP\.(\w+):\s*(.*)$/.exec(line);
     if (!attr) continue;
     const [, key, value] = attr as unknown as [string, string, string];
+    cur.attributes.push(key);
     switch (key) {
       case 'origin':
         cur.origin = value.trim();

@@ -1,0 +1,165 @@
+/**
+ * SIGHUP reload as a transaction, end to end (issue 5): vipcast + gobgpd in "node", BIRD in "tor"; BIRD's route
+ * timestamps and session "since" show whether anything was re-sent or reset.
+ */
+import t, { type Test } from 'tap';
+import { labSkip, waitFor } from './lab/netns.js';
+import { createStack, nsFetch, TOR_AS, type Stack, type StackOptions } from './lab/stack.js';
+import type { DaemonProcess } from './helpers/daemon.js';
+
+const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
+
+async function stack(t: Test, opts: StackOptions = {}): Promise<Stack> {
+  const s = await createStack(opts);
+  t.teardown(() => s.destroy());
+  return s;
+}
+
+const prefixes = async (s: Stack, protocol?: string) =>
+  (protocol ? await s.bird.routes(protocol) : await s.routes()).map((r) => r.prefix).sort();
+
+/** Send SIGHUP and wait for the reload's outcome line; returns it. */
+async function hup(d: DaemonProcess): Promise<{ msg: string; [k: string]: unknown }> {
+  const from = d.lines.length;
+  d.kill('SIGHUP');
+  return d.waitLine((l) => l.component === 'reload' && /^reload(: (done|nothing changed)| refused: the config in force| failed)/.test(l.msg), 20_000, 'reload outcome', from);
+}
+
+const apps = (list: string) => `apps:\n${list}`;
+
+t.test('reload with an unchanged file: no route re-sent, no session reset', { skip }, async (t) => {
+  const s = await stack(t);
+  const body = `${s.baseConfig()}${apps('  - { name: a, vip: 198.18.210.1/32 }\n  - { name: b, vip: 198.18.210.2/32 }\n')}`;
+  const file = s.writeConfig(body);
+  const d = s.startVipcast(file);
+  await waitFor(async () => (await s.routes()).length === 2, 15_000, 'routes at BIRD');
+  const before = (await s.routes()).map((r) => [r.prefix, r.since]);
+  const session = (await s.bird.protocol(s.protocol)).since;
+  await new Promise((r) => setTimeout(r, 50)); // BIRD's timestamps have ms resolution
+  const outcome = await hup(d);
+  t.equal(outcome.msg, 'reload: nothing changed');
+  await new Promise((r) => setTimeout(r, 500));
+  t.same((await s.routes()).map((r) => [r.prefix, r.since]), before, 'route timestamps unchanged');
+  t.equal((await s.bird.protocol(s.protocol)).since, session, 'session not reset');
+});
+
+t.test('apps added, removed, VIP changed, communities changed: BIRD shows exactly the new state, others untouched', { skip }, async (t) => {
+  const s = await stack(t);
+  const v1 = s.writeConfig(`${s.baseConfig()}${apps(`  - { name: keep, vip: 198.18.211.1/32 }
+  - { name: gone, vip: 198.18.211.2/32 }
+  - { name: recolor, vip: 198.18.211.3/32, vip_config: { bgp_communities: ["65001:1"] } }
+  - { name: move, vip: 198.18.211.4/32 }
+`)}`);
+  const d = s.startVipcast(v1);
+  await waitFor(async () => (await s.routes()).length === 4, 15_000, 'four routes');
+  const keepSince = (await s.routes('198.18.211.1/32'))[0]!.since;
+  const session = (await s.bird.protocol(s.protocol)).since;
+  s.writeConfig(`${s.baseConfig()}${apps(`  - { name: keep, vip: 198.18.211.1/32 }
+  - { name: recolor, vip: 198.18.211.3/32, vip_config: { bgp_communities: ["65001:2", "65001:7:7"] } }
+  - { name: move, vip: 198.18.211.5/32 }
+  - { name: added, vip: 198.18.211.6/32 }
+`)}`);
+  const outcome = await hup(d);
+  t.equal(outcome.msg, 'reload: done');
+  t.same([...(outcome.changes as string[])].sort(), ['app added: added', 'app gone: removed', 'app move: changed', 'app recolor: changed'], 'changes listed');
+  await waitFor(async () => JSON.stringify(await prefixes(s)) === JSON.stringify(['198.18.211.1/32', '198.18.211.3/32', '198.18.211.5/32', '198.18.211.6/32']), 10_000, 'the new set at BIRD');
+  const recolor = (await s.routes('198.18.211.3/32'))[0]!;
+  t.same(recolor.communities, ['65001:2'], 'new communities on the same prefix');
+  t.same(recolor.largeCommunities, ['65001:7:7']);
+  t.equal((await s.routes('198.18.211.1/32'))[0]!.since, keepSince, 'the unchanged app was not re-announced');
+  t.equal((await s.bird.protocol(s.protocol)).since, session, 'session kept');
+  // Make-before-break on the VIP change: the daemon announced .5 before it withdrew .4.
+  const ann = d.lines.findIndex((l) => l.event === 'route' && l.action === 'announce' && l.prefix === '198.18.211.5/32');
+  const wd = d.lines.findIndex((l) => l.event === 'route' && l.action === 'withdraw' && l.prefix === '198.18.211.4/32');
+  t.ok(ann >= 0 && wd > ann, 'new VIP announced before the old one was withdrawn');
+  t.notOk(d.lines.some((l) => l.event === 'route' && l.action === 'withdraw' && l.prefix === '198.18.211.3/32'), 'a community change is a replace, never a withdraw');
+});
+
+t.test('peer added: the existing session is not reset; MD5 password changed: that session comes back with it', { skip }, async (t) => {
+  const s = await stack(t, { second: { password: 'pw-new' } });
+  // No bgp.local_ip: each session uses the address facing its peer (BIRD expects the second one from 198.19.S.1).
+  const body = (peers: string) => `${s.baseConfig('', { peers, localIp: false })}${apps('  - { name: a, vip: 198.18.212.1/32 }\n')}`;
+  const d = s.startVipcast(s.writeConfig(body('')));
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route at the first peer');
+  const session = (await s.bird.protocol(s.protocol)).since;
+  s.writeConfig(body(`    - { peer_ip: ${s.second.tor}, peer_as: ${TOR_AS}, md5_password: "pw-old" }\n`));
+  t.equal((await hup(d)).msg, 'reload: done');
+  await new Promise((r) => setTimeout(r, 3000));
+  t.not((await s.bird.protocol('second')).bgpState, 'Established', 'wrong password: no session');
+  t.same(await prefixes(s, 'second'), []);
+  s.writeConfig(body(`    - { peer_ip: ${s.second.tor}, peer_as: ${TOR_AS}, md5_password: "pw-new" }\n`));
+  t.equal((await hup(d)).msg, 'reload: done');
+  await s.bird.waitEstablished('second', 15_000);
+  await waitFor(async () => (await prefixes(s, 'second')).length === 1, 10_000, 'route over the MD5 session');
+  t.equal((await s.bird.protocol(s.protocol)).since, session, 'the first session was never reset');
+  t.notOk(d.lines.some((l) => JSON.stringify(l).includes('pw-new') || JSON.stringify(l).includes('pw-old')), 'no log line shows a password');
+});
+
+t.test('local AS changed: the sessions re-form with the new AS and the routes come back', { skip }, async (t) => {
+  const s = await stack(t, { anyPeerAs: true });
+  const body = (asn: number) => `${s.baseConfig('', { localAs: asn })}${apps('  - { name: a, vip: 198.18.213.1/32 }\n')}`;
+  const d = s.startVipcast(s.writeConfig(body(65001)));
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  t.same((await s.routes())[0]!.asPath, [65001]);
+  s.writeConfig(body(65077));
+  t.equal((await hup(d)).msg, 'reload: done');
+  const r = await waitFor(async () => (await s.routes()).find((x) => x.asPath[0] === 65077), 20_000, 'route from AS 65077');
+  t.equal(r!.prefix, '198.18.213.1/32');
+});
+
+t.test('an invalid file changes nothing: the daemon keeps running and /status shows the errors', { skip }, async (t) => {
+  const s = await stack(t);
+  const good = `${s.baseConfig('', { listenAddr: '127.0.0.1:9180' })}${apps('  - { name: a, vip: 198.18.214.1/32 }\n')}`;
+  const file = s.writeConfig(good);
+  const d = s.startVipcast(file);
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  const since = (await s.routes())[0]!.since;
+  s.writeConfig(`${s.baseConfig('', { listenAddr: '127.0.0.1:9180' })}${apps('  - { name: a, vip: 198.18.214.1/33, monitor: [] }\n  - { name: b, vip: 198.18.214.2/32 }\n')}`);
+  const outcome = await hup(d);
+  t.match(outcome.msg, /^reload refused/);
+  const status = JSON.parse((await nsFetch(s.node, 'http://127.0.0.1:9180/status')).body) as { last_reload: { ok: boolean; errors: string[]; configInForce: string } };
+  t.equal(status.last_reload.ok, false);
+  t.match(status.last_reload.errors.join('\n'), /apps\[0\]\.vip: .*198\.18\.214\.1\/33/);
+  t.match(status.last_reload.errors.join('\n'), /apps\[0\]\.monitor: unknown key/);
+  t.same(await prefixes(s), ['198.18.214.1/32'], 'BIRD unchanged (b not added)');
+  t.equal((await s.routes())[0]!.since, since, 'route not re-sent');
+  t.equal(d.child.exitCode, null, 'still running');
+  // POST /reload with the bad file answers 422 with the errors.
+  const api = await nsFetch(s.node, 'http://127.0.0.1:9180/reload', 'POST');
+  t.equal(api.status, 422);
+  t.match(api.body, /apps\[0\]\.vip/);
+  s.writeConfig(good.replace('  - { name: a, vip: 198.18.214.1/32 }\n', '  - { name: a, vip: 198.18.214.1/32 }\n  - { name: b, vip: 198.18.214.2/32 }\n'));
+  t.equal((await hup(d)).msg, 'reload: done', 'a fixed file reloads');
+  await waitFor(async () => (await prefixes(s)).length === 2, 10_000, 'b added after the fix');
+});
+
+t.test('a reload whose apply step fails: the previous state is back at BIRD', { skip }, async (t) => {
+  const s = await stack(t);
+  const v1 = `${s.baseConfig()}${apps('  - { name: a, vip: 198.18.215.1/32 }\n')}`;
+  const d = s.startVipcast(s.writeConfig(v1));
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  const since = (await s.routes())[0]!.since;
+  const session = (await s.bird.protocol(s.protocol)).since;
+  // A peer gobgpd can't be given: gocast's "default gateway" peer, and this namespace has no default route.
+  s.writeConfig(v1.replace('bgp:\n', 'bgp:\n  peer_as: 65000\n').replace('  - { name: a, vip: 198.18.215.1/32 }\n', '  - { name: a, vip: 198.18.215.1/32 }\n  - { name: b, vip: 198.18.215.2/32 }\n'));
+  const outcome = await hup(d);
+  t.equal(outcome.msg, 'reload failed while applying: restoring the previous config');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.same(await prefixes(s), ['198.18.215.1/32'], 'b was never announced');
+  t.equal((await s.routes())[0]!.since, since, 'a was not re-sent');
+  t.equal((await s.bird.protocol(s.protocol)).since, session, 'the session was not reset');
+  t.equal(d.child.exitCode, null, 'still running');
+});
+
+t.test('20 SIGHUPs in a burst: at most two reloads run, no errors', { skip }, async (t) => {
+  const s = await stack(t);
+  const d = s.startVipcast(s.writeConfig(`${s.baseConfig()}${apps('  - { name: a, vip: 198.18.216.1/32 }\n')}`));
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  const from = d.lines.length;
+  for (let i = 0; i < 20; i++) d.kill('SIGHUP');
+  await new Promise((r) => setTimeout(r, 3000));
+  const outcomes = d.lines.slice(from).filter((l) => l.component === 'reload');
+  t.ok(outcomes.length >= 1 && outcomes.length <= 2, `${outcomes.length} reloads ran for 20 signals`);
+  t.same(d.lines.slice(from).filter((l) => l.level >= 50), [], 'no error logged');
+  t.equal(d.child.exitCode, null, 'still running');
+});
