@@ -3,9 +3,13 @@
  * that other modules register below. Lab benchmarks need root, gobgpd and BIRD.
  */
 import { benchDryRun } from './dry-run.js';
+import { benchLab } from './lab.js';
+import { benchGobgp } from './gobgp.js';
 
 const benches: Record<string, () => Promise<void>> = {
   'dry-run': benchDryRun,
+  lab: benchLab,
+  'gobgp-reinject': benchGobgp,
 };
 
 const wanted = process.argv.slice(2);

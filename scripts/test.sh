@@ -26,4 +26,18 @@ systemctl stop bird.service gobgpd.service >/dev/null 2>&1 || true
 
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p tsconfig.json
-npx tap "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+npx tap --reporter=tap "$@" | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# A closing line any CI reads: "N passed, N failed[, N skipped]", from tap's own summary.
+node -e '
+  const text = require("fs").readFileSync(process.argv[1], "utf8");
+  const m = [...text.matchAll(/^# \{ total: (\d+)(?:, pass: (\d+))?(?:, fail: (\d+))?(?:, skip: (\d+))?/gm)].pop();
+  if (!m) { console.log("0 passed, 1 failed"); process.exit(0); }
+  const [, , pass = "0", fail = "0", skip = "0"] = m;
+  console.log(`${pass} passed, ${fail} failed${skip !== "0" ? `, ${skip} skipped` : ""}`);
+' "$log"
+exit "$status"

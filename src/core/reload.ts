@@ -114,7 +114,7 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
   const diff = diffConfig(prev, next);
   const changes = describeDiff(diff);
   if (changes.length === 0) {
-    log.info({ trigger }, 'reload: nothing changed');
+    log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);
   }
   log.info({ trigger, changes }, 'reload: applying');
@@ -130,7 +130,7 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     }
     return result(false, [`apply: ${(err as Error).message}`], changes, prev);
   }
-  log.info({ trigger, changes }, 'reload: done');
+  log.info({ trigger, changes, duration_ms: Math.round(performance.now() - started) }, 'reload: done');
   return result(true, [], changes, next);
 }
 
