@@ -60,6 +60,9 @@ export class GobgpRouter implements Router {
   /** A peer sync failed (e.g. no default gateway yet): the probe retries it. */
   private peersDirty = false;
   private lastPeerError = '';
+  private starting = true;
+  /** The last probe failed because gobgpd did not answer (as opposed to refusing). */
+  private unreachable = true;
   /** gobgpd does not store app names: prefix -> app of what this process announced. */
   private readonly apps = new Map<string, string>();
   /** The last announced route per prefix, to report communities back in the caller's order. */
@@ -107,6 +110,7 @@ export class GobgpRouter implements Router {
     if (this.client) return;
     this.client = new GobgpClient(this.address, { timeoutMs: this.callTimeoutMs });
     await this.probe();
+    this.starting = false;
     if (this.link === 'conflict') {
       const err = this.lastError!;
       this.stop();
@@ -114,7 +118,8 @@ export class GobgpRouter implements Router {
       throw err;
     }
     if (this.link === 'down') {
-      this.log.warn({ err: this.lastError, address: this.address }, 'gobgpd is not answering yet; vipcast keeps trying and catches up when it does');
+      const msg = this.unreachable ? 'gobgpd is not answering yet; vipcast keeps trying and catches up when it does' : 'gobgpd refused vipcast\'s setup; retrying';
+      this.log[this.unreachable ? 'warn' : 'error']({ err: this.lastError, address: this.address }, msg);
     }
     void this.watchChannel();
     this.schedule();
@@ -326,7 +331,8 @@ export class GobgpRouter implements Router {
     if (this.halted) return;
     clearTimeout(this.probeTimer);
     // Fast while down (the channel's own backoff is capped at 500 ms), relaxed when up, slow on a conflict.
-    const delay = this.link === 'up' ? this.probeIntervalMs : this.link === 'conflict' ? 5000 : 250;
+    // gobgpd refusing our setup (not merely absent) gets 2 s: each retry runs `ip route get` and StartBgp again.
+    const delay = this.link === 'up' ? this.probeIntervalMs : this.link === 'conflict' ? 5000 : this.unreachable ? 250 : 2000;
     this.probeTimer = setTimeout(() => {
       void this.probe().finally(() => this.schedule());
     }, delay);
@@ -396,10 +402,17 @@ export class GobgpRouter implements Router {
     } catch (err) {
       const e = toRouterError(err, this.address);
       const was = this.link;
+      const before = this.lastError?.message;
       this.link = e.code === 'VIPCAST_ERR_ROUTER_CONFLICT' ? 'conflict' : 'down';
       this.lastError = e;
-      if (was === 'up' || (was !== this.link)) {
-        this.log.error({ err: e }, this.link === 'conflict' ? 'gobgpd conflicts with vipcast\'s config' : 'lost gobgpd; retrying');
+      this.unreachable = err instanceof GobgpCallError && err.unreachable;
+      // Log transitions and changed reasons, not every failed probe.
+      if (was === 'up' || e.message !== before) {
+        const msg = this.link === 'conflict' ? 'gobgpd conflicts with vipcast\'s config' : was === 'up' ? 'lost gobgpd; retrying' : 'gobgpd is not usable yet; retrying';
+        // start() reports its own first failure.
+        if (!this.starting) this.log.error({ err: e }, msg);
+      }
+      if (was === 'up' || (this.link === 'conflict' && was !== 'conflict')) {
         for (const cb of this.disconnectListeners) {
           try {
             cb(e);
