@@ -9,11 +9,11 @@
  *   loopbacks   node 198.19.S.33/32                    tor 198.19.S.34/32                     BIRD mh (multihop)
  * VIPs: 198.19.S.101.. /32 and 2001:db8:ff:S::1/128 (never on an interface: BIRD only has to receive them).
  */
-import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab, labSkip, nsRun, waitFor, type Lab } from './lab/netns.js';
+import { createLab, labSkip, nsRun, run, waitFor, type Lab } from './lab/netns.js';
 import { birdConfig, startBird, type Bird, type BirdBgp } from './lab/bird.js';
 import { startGobgpd, type Gobgpd } from './lab/gobgpd.js';
 import { GobgpRouter, localIpFor, resolveDefaultGateway, type IpRunner } from '../src/plugins/routing/gobgp/index.js';
@@ -49,6 +49,23 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
   const VIP = (n: number) => `198.19.${S}.${100 + n}/32`;
   const VIP6 = `2001:db8:ff:${S.toString(16)}::1/128`;
   const inNode: IpRunner = (args) => nsRun(node, 'ip', args);
+  /** Assert a BIRD session was not reset since `since`; on failure, show BIRD's own account of it. */
+  // BIRD prints `since` as wall time computed from its monotonic clock at display time: the same instant can read
+  // 1 ms apart on two calls. A reset moves it by a second or more (reconnect delays), so 50 ms of slack is safe.
+  const sameSession = async (t: Test, proto: string, since: string, msg: string) => {
+    const now = await bird.protocol(proto);
+    const drift = Math.abs(Date.parse(now.since.replace(' ', 'T')) - Date.parse(since.replace(' ', 'T')));
+    t.ok(now.bgpState === 'Established' && drift <= 50, `${msg} (since ${since}, now ${now.since})`,
+      drift <= 50 ? {} : { bird_state: now.bgpState, last_error: now.lastError, bird_log: birdLog(proto) });
+  };
+  /** BIRD's log lines about a protocol, for the message of a failed "session not reset" assertion. */
+  const birdLog = (proto: string) => {
+    try {
+      return readFileSync(join(bird.dir, 'bird.log'), 'utf8').split('\n').filter((l) => l.includes(`${proto}:`)).slice(-12).join('\n');
+    } catch {
+      return '';
+    }
+  };
 
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
   t.teardown(async () => {
@@ -177,9 +194,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     // Prove the session still works and was never reset: a valid route goes through on the same session.
     await r1.announce(route(VIP(3), 'ok', 'igp'), 'app is up');
     await waitFor(async () => (await bird.routes('a', VIP(3))).length === 1, 5000, `${VIP(3)} at BIRD`);
-    const after = await bird.protocol('a');
-    t.equal(after.bgpState, 'Established');
-    t.equal(after.since, before.since, `BIRD session 'a' not reset (since ${before.since})`);
+    await sameSession(t, 'a', before.since, 'BIRD session \'a\' not reset');
     await r1.withdraw(route(VIP(3), 'ok', 'igp'), 'done');
   });
 
@@ -202,16 +217,14 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     await r1.withdrawMany(many, 'bulk done');
     await waitFor(async () => (await bird.count('a')) === base, 10_000, 'bulk routes withdrawn at BIRD');
     t.equal((await r1.listRoutes()).filter((r) => r.app.startsWith('bulk')).length, 0, 'gone from ListPath');
-    t.equal((await bird.protocol('a')).since, before.since, 'session not reset');
+    await sameSession(t, 'a', before.since, 'session not reset');
   });
 
   t.test('applyPeers with an unchanged peer set touches nothing (BIRD session since unchanged)', async (t) => {
     const before = await bird.protocol('a');
     await r1.applyPeers([{ ...peerA, communities: comms('65000:901') }]);
     await sleep(1500);
-    const after = await bird.protocol('a');
-    t.equal(after.bgpState, 'Established');
-    t.equal(after.since, before.since, 'session not reset');
+    await sameSession(t, 'a', before.since, 'session not reset');
   });
 
   t.test('gobgpd already running with another AS is VIPCAST_ERR_ROUTER_CONFLICT', async (t) => {
@@ -315,6 +328,12 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     t.equal(seen!.nextHop, A.node6, 'next hop = the session\'s own IPv6 address (local_ip unset)');
     t.same(sorted(seen!.communities), ['65000:100', '65000:6']);
     t.same((await r3.listRoutes()).map((x) => x.prefix.text), [VIP6]);
+    const bare6 = route(VIP6.replace('::1/', '::2/'), 'bare6', 'incomplete');
+    await r3.announce(bare6, 'app is up');
+    const seenBare = await waitFor(async () => (await bird.routes('a6', bare6.prefix.text))[0], 5000, `${bare6.prefix.text} at BIRD`);
+    t.notOk(seenBare.attributes.includes('community'), `no COMMUNITIES attribute at all, not even an empty one (attributes: ${seenBare.attributes.join(' ')})`);
+    t.notOk(seenBare.attributes.includes('large_community'), 'no LARGE_COMMUNITIES attribute');
+    await r3.withdraw(bare6, 'app is down');
     await r3.withdraw(r6, 'app is down');
     await waitFor(async () => (await bird.routes('a6', VIP6)).length === 0, 5000, `${VIP6} withdrawn at BIRD`);
     t.same(await r3.listRoutes(), []);
@@ -333,7 +352,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     t.same(sorted(rb.communities), ['65000:100', '65000:2'], 'session b: its own 65000:2 only');
     t.same(rb.largeCommunities, ['65000:2:2']);
     t.equal(rb.nextHop, B.node, 'next hop = session b\'s own address');
-    t.equal((await bird.protocol('a')).since, sinceA, 'session a not reset by adding b');
+    await sameSession(t, 'a', sinceA, 'session a not reset by adding b');
   });
 
   t.test('changing one peer\'s communities replaces its policy without resetting its session', async (t) => {
@@ -347,8 +366,8 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     }, 5000, 'new communities at a'))!;
     t.same(sorted(ra.communities), ['65000:100', '65000:11']);
     t.same(ra.largeCommunities, ['65000:11:11']);
-    t.equal((await bird.protocol('a')).since, sinceA, 'session a kept (soft reset out)');
-    t.equal((await bird.protocol('b')).since, sinceB, 'session b untouched');
+    await sameSession(t, 'a', sinceA, 'session a kept (soft reset out)');
+    await sameSession(t, 'b', sinceB, 'session b untouched');
   });
 
   t.test('MD5: wrong password, no session; right password, route present', async (t) => {
@@ -364,7 +383,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     await bird.waitEstablished('pw', 15_000);
     await waitFor(async () => (await bird.routes('pw', VIP(5))).length === 1, 5000, 'route over the MD5 session');
     t.pass('session and route with the right password');
-    t.equal((await bird.protocol('b')).since, sinceB, 'updating the md5 peer did not reset b');
+    await sameSession(t, 'b', sinceB, 'updating the md5 peer did not reset b');
     const json = JSON.stringify(await r3.peerStates());
     t.notMatch(json, /secret/, 'peer states never carry the password');
   });
@@ -386,13 +405,31 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     await r3.applyPeers([pA, pA6, { address: C.tor, asn: TOR_AS, md5Password: 'right-secret', communities: [] }, { address: LO.tor, asn: TOR_AS, communities: [] }]);
     await waitFor(async () => (await bird.protocol('b')).bgpState !== 'Established', 5000, 'session b down');
     t.equal((await bird.routes('b', VIP(5))).length, 0, 'b lost the route');
-    t.equal((await bird.protocol('a')).since, sinceA, 'a untouched');
+    await sameSession(t, 'a', sinceA, 'a untouched');
     t.notOk((await r3.peerStates()).some((p) => p.address === B.tor), 'gone from gobgpd');
+  });
+
+  t.test('multi_hop: false on an eBGP peer: gobgpd gets no ebgp-multihop (checked with the gobgp CLI); the changed peer is re-added, the others untouched', async (t) => {
+    const sinceA = (await bird.protocol('a')).since;
+    const sinceA6 = (await bird.protocol('a6')).since;
+    const cli = async (addr: string) => JSON.parse(await run('gobgp', ['--target', g3.address, 'neighbor', addr, '-j'])) as { conf?: object; ebgp_multihop?: { enabled?: boolean; multihop_ttl?: number } };
+    const before = await cli(A.tor6);
+    t.ok(before.conf, 'the CLI sees the peer');
+    t.match(before.ebgp_multihop, { enabled: true, multihop_ttl: 255 }, 'default for different AS: multihop TTL 255 (gocast)');
+    await r3.applyPeers([pA, { ...pA6, multiHop: false }, { address: C.tor, asn: TOR_AS, md5Password: 'right-secret', communities: [] }, { address: LO.tor, asn: TOR_AS, communities: [] }]);
+    const after = await cli(A.tor6);
+    t.ok(after.conf, 'the CLI sees the re-added peer');
+    t.notOk(after.ebgp_multihop?.enabled, 'multihop off in gobgpd');
+    await bird.waitEstablished('a6', 15_000);
+    const a6 = await bird.protocol('a6');
+    t.ok(Date.parse(a6.since.replace(' ', 'T')) - Date.parse(sinceA6.replace(' ', 'T')) > 50, `the changed peer's session did reset (since ${sinceA6} -> ${a6.since}): the check above can fail`);
+    await sameSession(t, 'a', sinceA, 'a untouched');
+    t.pass('a directly connected session comes up without multihop');
   });
 
   t.test('a restarted vipcast (new router, same gobgpd) keeps unchanged sessions and reports earlier paths with app \'\'', async (t) => {
     const sinceA = (await bird.protocol('a')).since;
-    const peers: PeerSpec[] = [pA, pA6, { address: C.tor, asn: TOR_AS, md5Password: 'right-secret', communities: [] }, { address: LO.tor, asn: TOR_AS, communities: [] }];
+    const peers: PeerSpec[] = [pA, { ...pA6, multiHop: false }, { address: C.tor, asn: TOR_AS, md5Password: 'right-secret', communities: [] }, { address: LO.tor, asn: TOR_AS, communities: [] }];
     await r3.close();
     const r4 = new GobgpRouter({ bgp: bgp({ peers, communities: comms('65000:100') }), gobgp: { address: g3.address }, log, runIp: inNode });
     cleanups.push(() => r4.close());
@@ -403,7 +440,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     await r4.withdraw(listed[0]!, 'stray from an earlier run');
     await waitFor(async () => (await bird.routes('a', VIP(5))).length === 0, 5000, 'stray withdrawn at BIRD');
     await sleep(500);
-    t.equal((await bird.protocol('a')).since, sinceA, 'session a survived the vipcast restart untouched');
+    await sameSession(t, 'a', sinceA, 'session a survived the vipcast restart untouched');
 
     await r4.stopSpeaker();
     await waitFor(async () => (await bird.protocol('a')).bgpState !== 'Established', 5000, 'sessions dropped by StopBgp');

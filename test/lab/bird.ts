@@ -151,6 +151,8 @@ export interface Bird {
   readonly ns: string;
   readonly sock: string;
   readonly pid: number;
+  /** BIRD's temp dir (config, socket; a `log` file there if the config names one). */
+  readonly dir: string;
   /** What BIRD printed (config errors). */
   output(): string;
   birdc(args: string[]): Promise<string>;
@@ -196,6 +198,7 @@ export async function startBird(opts: { ns: string; config: (dir: string) => str
   const bird: Bird = {
     ns: opts.ns,
     sock,
+    dir,
     pid: child.pid ?? -1,
     output: () => out,
     birdc,
