@@ -31,7 +31,7 @@ async function stopListener(child: ChildProcess): Promise<void> {
   await exited;
 }
 
-t.test('vipcast with routing gobgp: health drives routes at a real BIRD; SIGTERM withdraws; a stale route after SIGKILL is cleared on restart', { skip }, async (t) => {
+t.test('vipcast with routing gobgp: health drives routes at a real BIRD; SIGTERM withdraws; a stale route after SIGKILL is cleared on restart', { skip, timeout: 170_000 }, async (t) => {
   const lab = await createLab({ prefix: 'gd' });
   const S = Number(lab.ipA.split('.')[2]);
   const cleanups: Array<() => Promise<unknown> | unknown> = [];

@@ -37,7 +37,7 @@ function bgp(over: Partial<BgpConfig>): BgpConfig {
   return { localAs: NODE_AS, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [], ...over };
 }
 
-t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip }, async (t) => {
+t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip, timeout: 170_000 }, async (t) => {
   const lab: Lab = await createLab({ prefix: 'gb' });
   const S = Number(lab.ipA.split('.')[2]);
   const node = lab.a;

@@ -178,6 +178,10 @@ export async function startBird(opts: { ns: string; config: (dir: string) => str
   child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // If the test process dies before its teardown (a test-level timeout), do not leave BIRD running.
+  const onExit = () => child.kill('SIGKILL');
+  process.once('exit', onExit);
+  void exited.then(() => process.removeListener('exit', onExit));
   const birdc = async (args: string[]) => {
     const r = await birdcRaw(sock, args);
     if (!r.ok) throw new Error(`birdc ${args.join(' ')} failed: ${r.out.trim()}`);

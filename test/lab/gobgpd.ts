@@ -50,6 +50,11 @@ export async function startGobgpd(opts: { ns: string; dir?: string; logLevel?: s
     child.stdout?.on('data', append);
     child.stderr?.on('data', append);
     exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    // If the test process dies before its teardown (a test-level timeout), do not leave gobgpd running.
+    const c = child;
+    const onExit = () => c.kill('SIGKILL');
+    process.once('exit', onExit);
+    void exited.then(() => process.removeListener('exit', onExit));
     await waitFor(() => existsSync(sock) || child.exitCode !== null, 5000, `gobgpd API socket ${sock}`, 10).catch((err: Error) => {
       child.kill('SIGKILL');
       throw err;
