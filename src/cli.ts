@@ -186,5 +186,5 @@ async function run(args: Args): Promise<void> {
   }
   pidFile = daemon.config.agent.pidFile;
   if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
-  log.info({ pid: process.pid }, 'vipcast running');
+  log.info('vipcast running');
 }

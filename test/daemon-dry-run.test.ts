@@ -51,6 +51,8 @@ apps:
   const always = await d.waitLine(isRoute('announce', '2001:db8:100::1/128'), 5000, 'announce of the app without monitors');
   t.equal(always.next_hop, '::', 'IPv6 route next hop: the session address');
   t.ok(d.lines.some((l) => l.app === 'always' && /no monitors/.test(l.msg)), 'warned that it has no monitors');
+  // The pool is warm once web's first check has come back (down: nothing listens yet).
+  await d.waitLine((l) => l.app === 'web' && l.state === 'down', 5000, 'web checked once');
   t.notOk(d.lines.some(isRoute('announce', '198.18.100.10/32')), 'web is not announced while nothing listens');
 
   const server = await listen(port);
@@ -178,4 +180,36 @@ apps:
   t.match(usage?.stderr, /needs a config file/);
   const help = await pexec(process.execPath, [BIN, '--help']);
   t.match(help.stdout, /vipcast run -c FILE/);
+});
+
+t.test('cleanup_timer: an app DOWN that long is removed (address gone); a reload brings a config app back', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const file = config(dir, `
+agent:
+  listen_addr: ""
+  monitor_interval: 100ms
+  cleanup_timer: 400ms
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+apps:
+  - { name: web, vip: 198.18.100.90/32, monitors: ["port:tcp:${port}"] }
+`);
+  const server = await listen(port);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '198.18.100.90/32'), 5000, 'announce');
+  await closeServer(server);
+  const wd = await d.waitLine(isRoute('withdraw', '198.18.100.90/32'), 3000, 'withdraw');
+  const removed = await d.waitLine((l) => l.event === 'host' && l.action === 'remove-vip' && l.prefix === '198.18.100.90/32', 3000, 'address removed at cleanup');
+  t.ok(removed.at - wd.at >= 350, `address removed ${Math.round(removed.at - wd.at)} ms after the withdraw (cleanup_timer 400 ms)`);
+  t.ok(d.lines.some((l) => l.app === 'web' && /removing it/.test(l.msg)), 'the app is dropped');
+  const from = d.lines.length;
+  await listen(port).then((s) => t.teardown(() => closeServer(s)));
+  await new Promise((r) => setTimeout(r, 500));
+  t.notOk(d.lines.slice(from).some(isRoute('announce', '198.18.100.90/32')), 'a dropped app is not checked any more');
+  d.kill('SIGHUP');
+  const back = await d.waitLine((l) => l.component === 'reload' && l.msg === 'reload: done', 5000, 'reload', from);
+  t.same(back.changes, ['app web: back (it had been removed by cleanup_timer)']);
+  await d.waitLine(isRoute('announce', '198.18.100.90/32'), 5000, 're-announced after the reload', from);
 });

@@ -370,7 +370,7 @@ t.test('dry-run: every intended change is one JSON log line, state is kept in me
   t.same(await host.listNat(), [], 'cleanup empties the NAT rules');
   t.equal(await codeOf(host.addVip({ app: 'x y', prefix: parsePrefix('198.19.1.1/32', 't') })), 'VIPCAST_ERR_VALUE', 'validates like the real one');
   const actions = lines.filter((l) => l.event === 'host').map((l) => l.action);
-  t.same(actions, ['add-vip', 'add-nat', 'remove-vip', 'remove-nat', 'remove-chain'], 'one line per change, repeats are silent');
+  t.same(actions, ['add-vip', 'add-nat', 'remove-nat', 'remove-chain', 'remove-vip'], 'one line per change, repeats are silent; rules before addresses');
   t.match(lines.find((l) => l.action === 'add-vip'), { component: 'host', app: 'web-frontend-long', prefix: '198.19.1.1/32', label: 'lo:web-frontend' }, 'add-vip line has app, prefix and label');
   t.match(lines.find((l) => l.action === 'add-nat'), { vip: '198.19.1.1/32', nat: 'tcp:53:8053', to: '198.18.0.1' }, 'add-nat line has the rule and target');
 });

@@ -29,7 +29,7 @@ export async function buildGeneration(config: VipcastConfig, opts: { dryRun: boo
   c.register(TOKENS.Logger, { useValue: opts.log });
   c.register(TOKENS.DryRun, { useValue: dryRun });
   // Plugin constructors may be async (the gobgp router loads its .proto files): build first, register the instance.
-  const router = await createRouter(config, dryRun, opts.log.child({ component: 'router' }));
+  const router = await createRouter(config, dryRun, opts.log);
   const local = dryRun ? undefined : await discoverLocalAddresses(config, opts.log);
   const host = createHostNetwork(config, dryRun, opts.log.child({ component: 'host' }), local);
   c.register(TOKENS.Router, { useFactory: instanceCachingFactory(() => router) });

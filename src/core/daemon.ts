@@ -38,6 +38,8 @@ export class Daemon {
   generation!: Generation;
   private stopping: Promise<void> | undefined;
   private api: ApiServer | undefined;
+  /** Keeps the process alive when nothing else does (no API, every app removed by cleanup_timer). */
+  private keepAlive: NodeJS.Timeout | undefined;
   private readonly log: Logger;
 
   constructor(private readonly opts: DaemonOptions) {
@@ -54,11 +56,15 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    this.keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
     const config = await this.loadConfig();
     this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
+    if (config.agent.consulAddr) {
+      this.log.warn({ consul_addr: config.agent.consulAddr }, 'Consul discovery and the consul monitor are not implemented in this version: agent.consul_* are validated but have no effect');
+    }
 
     this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
     this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }) });
@@ -206,6 +212,7 @@ export class Daemon {
   private async doStop(reason: string): Promise<void> {
     this.log.info({ reason }, 'stopping: withdrawing every route');
     await this.reloading?.catch(() => undefined);
+    clearInterval(this.keepAlive);
     await this.api?.close().catch(() => undefined);
     this.health?.close();
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason), 7000, 'withdraw and cleanup', this.log);

@@ -112,7 +112,9 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     return result(false, errors, [], prev);
   }
   const diff = diffConfig(prev, next);
-  const changes = describeDiff(diff);
+  // Config apps the cleanup timer dropped come back on any reload (gocast semantics), even of an unchanged file.
+  const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
+  const changes = [...describeDiff(diff), ...back.map((name) => `app ${name}: back (it had been removed by cleanup_timer)`)];
   if (changes.length === 0) {
     log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);

@@ -48,18 +48,18 @@ export function parsePrefix(text: unknown, path: string, allowBare = true): Pref
   const bytes = ipaddr.parse(addr.address).toByteArray();
   for (let bit = length; bit < max; bit++) {
     if (bytes[bit >> 3]! & (0x80 >> (bit & 7))) {
-      throw valueError(path, `"${text}" has host bits set (did you mean ${networkOf(bytes, length, addr.family)}/${length}?)`);
+      throw valueError(path, `"${text}" has host bits set (did you mean ${networkOf(bytes, length)}/${length}?)`);
     }
   }
   return Object.freeze({ address: addr.address, length, family: addr.family, text: `${addr.address}/${length}` });
 }
 
-function networkOf(bytes: number[], length: number, family: 'ipv4' | 'ipv6'): string {
+function networkOf(bytes: number[], length: number): string {
   const out = bytes.map((b, i) => {
     const keep = Math.max(0, Math.min(8, length - i * 8));
     return b & ((0xff << (8 - keep)) & 0xff);
   });
-  return ipaddr.fromByteArray(out).toString() + (family === 'ipv6' ? '' : '');
+  return ipaddr.fromByteArray(out).toString();
 }
 
 const WELL_KNOWN: Record<string, number> = {

@@ -250,3 +250,13 @@ export async function startBird(opts: { ns: string; config: (dir: string) => str
   };
   return bird;
 }
+
+/**
+ * BIRD prints `since` (sessions and routes) as wall time computed from its monotonic clock at display time: the same
+ * instant can read 1 ms apart on two calls. A reset or a re-sent route moves it by far more (the tests wait hundreds
+ * of ms before they act), so two readings within `slackMs` are the same instant.
+ */
+export function sameInstant(a: string, b: string, slackMs = 50): boolean {
+  const ms = (s: string) => Date.parse(s.replace(' ', 'T'));
+  return Number.isFinite(ms(a)) && Math.abs(ms(a) - ms(b)) <= slackMs;
+}

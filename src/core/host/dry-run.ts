@@ -18,7 +18,7 @@ export class LoggingHostNetwork implements HostNetwork {
 
   /** `localIp`/`localIp6` only fill the `to` field of NAT log lines. */
   constructor(private readonly opts: { log: Logger; localIp?: () => string | undefined; localIp6?: () => string | undefined }) {
-    this.log = opts.log.child({ component: 'host' });
+    this.log = opts.log.bindings().component === undefined ? opts.log.child({ component: 'host' }) : opts.log;
   }
 
   async start(): Promise<void> {}
@@ -68,10 +68,10 @@ export class LoggingHostNetwork implements HostNetwork {
 
   /** What the real cleanup() would remove: every address and rule in the in-memory state. */
   async cleanup(): Promise<void> {
-    // Rules before addresses (invariant 2).
+    // As the real one: rules, then the chain and its jumps, then addresses (invariant 2).
     await this.setNat([]);
-    for (const b of [...this.vips.values()]) await this.removeVip(b);
     this.log.info({ event: 'host', action: 'remove-chain', chain: NAT_CHAIN, dryRun: true }, 'would remove the NAT chain and its jumps');
+    for (const b of [...this.vips.values()]) await this.removeVip(b);
   }
 
   async close(opts: { removeAll?: boolean } = {}): Promise<void> {

@@ -5,7 +5,8 @@ import type { Logger } from '../../core/logger.js';
 import { DryRunRouter } from './dry-run/index.js';
 
 export async function createRouter(config: VipcastConfig, dryRun: boolean, log: Logger): Promise<Router> {
-  if (dryRun) return new DryRunRouter(config.bgp, log);
+  // Each router names its own component in the logs ('router' for dry-run, 'gobgp').
+  if (dryRun) return new DryRunRouter(config.bgp, log.child({ component: 'router' }));
   const { GobgpRouter } = await import('./gobgp/index.js');
   return new GobgpRouter({ bgp: config.bgp, gobgp: config.routing.gobgp, log });
 }
