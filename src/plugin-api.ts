@@ -173,6 +173,12 @@ export interface Router {
   announce(route: Route, reason: string): Promise<void>;
   /** Withdraw one route by prefix. */
   withdraw(route: Route, reason: string): Promise<void>;
+  /**
+   * Optional bulk forms (a full resync after a speaker restart, shutdown): all or nothing is not required; a
+   * rejection means some routes may not have been sent, and the caller falls back to one by one.
+   */
+  announceMany?(routes: readonly Route[], reason: string): Promise<void>;
+  withdrawMany?(routes: readonly Route[], reason: string): Promise<void>;
   /** The routes vipcast owns in the speaker right now (the speaker's own RIB, not a cache). */
   listRoutes(): Promise<Route[]>;
   /** Make the speaker's peers match `peers`: add, update and delete one by one; unchanged peers keep their session. */

@@ -215,3 +215,26 @@ t.test('after a restart, a path left for an app that turns out DOWN is withdrawn
   await waitFor(() => !s.host.vips.has('198.18.13.2/32'), 2000, 'address removed');
   t.same(s.journal.entries, ['withdraw 198.18.13.2/32', 'remove-vip 198.18.13.2/32']);
 });
+
+t.test('many announces in one pass go in one bulk call when the router can; a failed bulk call falls back to one by one', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.router.bulk = true;
+  const apps = Array.from({ length: 20 }, (_, i) => makeApp(`bulk${i}`, { vips: [`198.18.14.${i + 1}/32`], monitors: [] }));
+  // Registered while a pass is held on the queue, so that all twenty are decided before the next pass runs.
+  await s.rec.queue.run(async () => {
+    for (const a of apps) s.registry.upsert(a);
+    await waitFor(() => apps.every((a) => s.health.get(a.name)?.state === 'up'), 2000, 'all up');
+  });
+  await waitFor(() => s.router.rib.size === 20, 2000, 'all announced');
+  t.equal(s.router.bulkCalls, 1);
+  t.ok(s.journal.entries.includes('announce-many 20'));
+  t.equal(s.rec.stats.announces, 20);
+
+  s.router.rib.clear();
+  s.router.failBulk = true;
+  s.journal.clear();
+  await s.rec.trigger(true);
+  t.equal(s.router.rib.size, 20, 'every route announced one by one after the bulk call failed');
+  t.equal(s.journal.entries.filter((e) => e.startsWith('announce 198.18.14.')).length, 20);
+});

@@ -182,7 +182,21 @@ export class Reconciler {
         this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
         return [...(this.model?.routes.values() ?? [])];
       });
-      for (const r of routes) await this.tryWithdraw(r, reason);
+      let rest = routes;
+      if (rest.length >= BULK_MIN && this.router.withdrawMany) {
+        try {
+          await this.router.withdrawMany(rest, reason);
+          for (const r of rest) {
+            this.model?.routes.delete(r.prefix.text);
+            this.stats.withdraws++;
+            this.emit({ action: 'withdraw', route: r });
+          }
+          rest = [];
+        } catch (err) {
+          this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
+        }
+      }
+      for (const r of rest) await this.tryWithdraw(r, reason);
       // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
       await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
       if (this.model) {
@@ -342,6 +356,7 @@ export class Reconciler {
     await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter(keep)], natBlocked, fail);
 
     // 3. Announce what is missing or changed, only where the address is on the host.
+    const toAnnounce: Array<{ route: Route; replaces: boolean }> = [];
     for (const [key, route] of wantRoutes) {
       const have = model.routes.get(key);
       if (have && (have.app === route.app || have.app === '') && routeKey(have) === routeKey(route)) {
@@ -354,15 +369,9 @@ export class Reconciler {
         continue;
       }
       if (natBlocked.has(route.app)) continue;
-      try {
-        await this.router.announce(route, have ? 'attributes changed' : 'app is up');
-        model.routes.set(key, route);
-        this.stats.announces++;
-        this.emit({ action: 'announce', route });
-      } catch (err) {
-        fail(route.app, `announce ${key}`, err);
-      }
+      toAnnounce.push({ route, replaces: have !== undefined });
     }
+    await this.announceStep(model, toAnnounce, fail);
 
     // 4. Make-before-break: the routes an UP app no longer wants go now that its new VIPs are out.
     for (const [key, route] of [...model.routes]) {
@@ -394,6 +403,34 @@ export class Reconciler {
     } catch (err) {
       fail(route.app, `withdraw ${route.prefix.text}`, err);
     }
+  }
+
+  /** Many routes at once (a resync after a speaker restart) go in bulk when the router can; else one by one. */
+  private async announceStep(model: Model, list: Array<{ route: Route; replaces: boolean }>, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
+    let pending = list;
+    if (pending.length >= BULK_MIN && this.router.announceMany) {
+      try {
+        await this.router.announceMany(pending.map((x) => x.route), 'app is up (bulk)');
+        for (const { route } of pending) this.recordAnnounce(model, route);
+        pending = [];
+      } catch (err) {
+        this.log.warn({ err, routes: pending.length }, 'bulk announce failed; announcing one by one');
+      }
+    }
+    for (const { route, replaces } of pending) {
+      try {
+        await this.router.announce(route, replaces ? 'attributes changed' : 'app is up');
+        this.recordAnnounce(model, route);
+      } catch (err) {
+        fail(route.app, `announce ${route.prefix.text}`, err);
+      }
+    }
+  }
+
+  private recordAnnounce(model: Model, route: Route): void {
+    model.routes.set(route.prefix.text, route);
+    this.stats.announces++;
+    this.emit({ action: 'announce', route });
   }
 
   private async natStep(model: Model, rules: NatBinding[], blocked: Set<string>, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
@@ -435,6 +472,9 @@ export interface RouteEvent {
   readonly action: 'announce' | 'withdraw';
   readonly route: Route;
 }
+
+/** From this many announces in one pass on, a router with announceMany gets them in one call. */
+const BULK_MIN = 16;
 
 function natKey(rules: readonly NatBinding[]): string {
   return rules.map((n) => `${n.app}|${n.vip.text}|${n.rule.text}`).sort().join('\n');

@@ -36,6 +36,19 @@ export class JournalRouter implements Router {
     this.rib.set(route.prefix.text, route);
     this.journal.push(`announce ${route.prefix.text} ${route.communities.map((c) => c.text).join(',')}`.trim());
   }
+  /** Set to enable the bulk forms; `failBulk` makes them reject (the caller must fall back). */
+  bulk = false;
+  failBulk = false;
+  bulkCalls = 0;
+  get announceMany(): ((routes: readonly Route[]) => Promise<void>) | undefined {
+    if (!this.bulk) return undefined;
+    return async (routes) => {
+      this.bulkCalls++;
+      if (this.failBulk) throw new Error('AddPathStream failed');
+      for (const r of routes) this.rib.set(r.prefix.text, r);
+      this.journal.push(`announce-many ${routes.length}`);
+    };
+  }
   async withdraw(route: Route): Promise<void> {
     if (this.failAll) throw new Error('speaker down');
     this.rib.delete(route.prefix.text);
