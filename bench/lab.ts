@@ -29,6 +29,8 @@ async function flips(s: Stack, flag: string, count: number): Promise<number[]> {
   const present = async () => (await s.routes('198.18.250.1/32')).length === 1;
   for (let i = 0; i < count; i++) {
     const up = !(await present());
+    // A random pause first: flipping right after the last change would always land just after a check round.
+    await new Promise((r) => setTimeout(r, Math.random() * 200));
     const t0 = performance.now();
     if (up) writeFileSync(flag, '');
     else rmSync(flag, { force: true });
@@ -36,6 +38,32 @@ async function flips(s: Stack, flag: string, count: number): Promise<number[]> {
     lat.push(performance.now() - t0);
   }
   return lat;
+}
+
+/** 10,000 VIPs through the daemon: gobgpd killed and restarted; time until BIRD has them all again. */
+async function reinject(): Promise<void> {
+  const n = Number(process.env.BENCH_VIPS ?? 10_000);
+  const s = await createStack();
+  try {
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) lines.push(`  - { name: v${i}, vip: 198.19.${Math.floor(i / 250)}.${(i % 250) + 1}/32 }`);
+    const file = s.writeConfig(`${s.baseConfig()}apps:\n${lines.join('\n')}\n`);
+    const d = s.startVipcast(file, ['--log-level', 'warn']);
+    const t0 = performance.now();
+    const count = async () => Number(/(\d+) imported/.exec(await s.bird.birdc(['show', 'protocols', 'all', s.protocol]))?.[1] ?? 0);
+    await waitFor(async () => (await count()) === n, 300_000, `${n} routes at BIRD`, 200);
+    console.log(`${n} VIPs: start of vipcast -> all at BIRD ${(performance.now() - t0).toFixed(0)} ms`);
+    await s.gobgpd.kill('SIGKILL');
+    await waitFor(async () => (await count()) === 0, 30_000, 'routes gone with gobgpd', 100);
+    await s.gobgpd.restart();
+    const answered = await s.gobgpd.waitAnswering();
+    await waitFor(async () => (await count()) === n, 300_000, `${n} routes back at BIRD`, 100);
+    console.log(`${n} VIPs: gobgpd restarted -> all back at BIRD ${(Date.now() - answered).toFixed(0)} ms after gobgpd answered (BIRD session re-forms in ~1 s of that)`);
+    d.kill('SIGTERM');
+    await d.exited;
+  } finally {
+    await s.destroy();
+  }
 }
 
 export async function benchLab(): Promise<void> {
@@ -74,4 +102,5 @@ export async function benchLab(): Promise<void> {
       await s.destroy();
     }
   }
+  await reinject();
 }

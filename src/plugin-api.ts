@@ -216,6 +216,8 @@ export interface HostNetwork {
   listVips(): Promise<VipBinding[]>;
   /** Add the address (idempotent: present is fine). */
   addVip(binding: VipBinding): Promise<void>;
+  /** Optional bulk form of addVip: returns the failures by prefix text; the others are on the host. */
+  addVips?(bindings: readonly VipBinding[]): Promise<Map<string, Error>>;
   /** Remove the address (idempotent: absent is fine). */
   removeVip(binding: VipBinding): Promise<void>;
   /** The NAT rules in vipcast's own chain now. */

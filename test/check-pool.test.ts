@@ -3,6 +3,7 @@
  * what a check that breaks the contract turns into, the backstop, worker deaths, and close().
  */
 import t from 'tap';
+import { pidRunning } from './lab/netns.js';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -24,14 +25,7 @@ const registry = new MonitorRegistry();
 const spec = (input: unknown): MonitorSpec => registry.parse(input, { path: 'test', baseDir: process.cwd(), trusted: true });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const running = pidRunning;
 
 async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<boolean> {
   const until = Date.now() + ms;

@@ -374,3 +374,29 @@ t.test('dry-run: every intended change is one JSON log line, state is kept in me
   t.match(lines.find((l) => l.action === 'add-vip'), { component: 'host', app: 'web-frontend-long', prefix: '198.19.1.1/32', label: 'lo:web-frontend' }, 'add-vip line has app, prefix and label');
   t.match(lines.find((l) => l.action === 'add-nat'), { vip: '198.19.1.1/32', nat: 'tcp:53:8053', to: '198.18.0.1' }, 'add-nat line has the rule and target');
 });
+
+t.test('bulk addVips: many addresses in one batch, each with its label; a crash-safe record for each; failures reported per prefix', { skip }, async (t) => {
+  const dir = t.testdir({});
+  const lab = await withLab(t);
+  const host = await newHost(dir, lab);
+  const S = Number(lab.ipA.split('.')[2]);
+  const many = Array.from({ length: 40 }, (_, i) => vip(`bulk${i}`, `198.19.${S}.${i + 1}/32`));
+  many.push(vip('bulk6', `2001:db8:${S.toString(16)}:ffff::1/128`));
+  const failures = await host.addVips(many);
+  t.same([...failures.keys()], [], 'no failure');
+  const lo = await loAddrs(lab.a);
+  for (const [i, b] of many.entries()) {
+    const a = lo.find((x) => x.local === b.prefix.address);
+    t.ok(a, `${b.prefix.text} on lo`);
+    if (b.prefix.family === 'ipv4') t.equal(a?.label, `lo:bulk${i}`);
+  }
+  t.equal((await host.listVips()).length, 41, 'all listed as vipcast-owned');
+  const again = await host.addVips(many);
+  t.equal(again.size, 0, 'adding them again is harmless');
+  const fresh = await newHost(dir, lab);
+  t.equal((await fresh.listVips()).length, 41, 'a new instance (after a crash) knows them from the state file');
+  await fresh.cleanup();
+  t.notOk((await loAddrs(lab.a)).some((a) => a.local.startsWith(`198.19.${S}.`)), 'cleanup removed them all in one batch');
+  t.equal(await codeOf(host.addVips([vip('ok', `198.19.${S}.200/32`), { app: 'bad name', prefix: many[0]!.prefix }])), 'VIPCAST_ERR_VALUE', 'a forged binding refuses the whole call before anything runs');
+  t.notOk((await loAddrs(lab.a)).some((a) => a.local === `198.19.${S}.200`));
+});

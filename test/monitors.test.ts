@@ -3,6 +3,7 @@
  * local sockets, servers and processes.
  */
 import t from 'tap';
+import { pidRunning } from './lab/netns.js';
 import { SNAPSHOT_MAX_AGE_MS } from '../src/plugins/monitors/port/check.js';
 import { randomUUID } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -316,15 +317,7 @@ function processesWith(marker: string): number[] {
   return found;
 }
 
-/** True when the pid runs (a zombie, dead but not yet reaped by its new parent, does not run). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+const running = pidRunning;
 
 t.test('exec: at the timeout the whole process group is killed and the check is down within ~1 s', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'vipcast-exec-'));

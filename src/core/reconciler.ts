@@ -342,13 +342,26 @@ export class Reconciler {
     }
 
     // 2. Addresses before rules before routes. Rules of a VIP that is still announced stay until its withdraw.
-    for (const [key, vip] of wantVips) {
-      if (model.vips.get(key)?.app === vip.app) continue;
+    const missing = [...wantVips.values()].filter((v) => model.vips.get(v.prefix.text)?.app !== v.app);
+    if (missing.length >= BULK_MIN && this.host.addVips) {
       try {
-        await this.host.addVip(vip);
-        model.vips.set(key, vip);
+        const failures = await this.host.addVips(missing);
+        for (const v of missing) {
+          const err = failures.get(v.prefix.text);
+          if (err) fail(v.app, `add address ${v.prefix.text}`, err);
+          else model.vips.set(v.prefix.text, v);
+        }
       } catch (err) {
-        fail(vip.app, `add address ${key}`, err);
+        for (const v of missing) fail(v.app, `add address ${v.prefix.text}`, err);
+      }
+    } else {
+      for (const vip of missing) {
+        try {
+          await this.host.addVip(vip);
+          model.vips.set(vip.prefix.text, vip);
+        } catch (err) {
+          fail(vip.app, `add address ${vip.prefix.text}`, err);
+        }
       }
     }
     const natBlocked = new Set<string>();

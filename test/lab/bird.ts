@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';
-import { nsSpawn, waitFor } from './netns.js';
+import { nsSpawn, stopChild, waitFor } from './netns.js';
 
 /** birdc exits 1 for "Network not found" too: return its output and let the caller decide. */
 function birdcRaw(sock: string, args: string[]): Promise<{ ok: boolean; out: string }> {
@@ -239,12 +239,7 @@ export async function startBird(opts: { ns: string; config: (dir: string) => str
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 2000);
-        await exited;
-        clearTimeout(t);
-      }
+      await stopChild(child, exited);
       rmSync(dir, { recursive: true, force: true });
     },
   };

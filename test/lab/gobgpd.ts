@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { nsSpawn, waitFor } from './netns.js';
+import { nsSpawn, stopChild, waitFor } from './netns.js';
 import { GobgpClient } from '../../src/plugins/routing/gobgp/client.js';
 
 export interface Gobgpd {
@@ -96,12 +96,7 @@ export async function startGobgpd(opts: { ns: string; dir?: string; logLevel?: s
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 2000);
-        await exited;
-        clearTimeout(t);
-      }
+      await stopChild(child, exited);
       if (!opts.dir) {
         try {
           writeFileSync(join(dir, 'gobgpd.log'), out);

@@ -7,7 +7,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 const pexec = promisify(execFile);
 
@@ -128,5 +128,24 @@ export async function waitFor<T>(fn: () => Promise<T> | T, timeoutMs: number, wh
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}${lastErr ? `, error: ${String(lastErr)}` : ''})`);
     }
     await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** SIGTERM a child, SIGKILL it after 2 s, and wait for it to exit. */
+export async function stopChild(child: ChildProcess, exited: Promise<unknown>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 2000);
+  await exited;
+  clearTimeout(t);
+}
+
+/** True when the pid runs (a zombie, dead but not yet reaped by its new parent, does not run). */
+export function pidRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
   }
 }

@@ -264,45 +264,65 @@ export class LinuxHostNetwork implements HostNetwork {
   }
 
   async addVip(binding: VipBinding): Promise<void> {
-    checkVipBinding(binding);
-    const { app, prefix } = binding;
+    const failed = (await this.addVips([binding])).get(binding.prefix.text);
+    if (failed) throw failed;
+  }
+
+  /**
+   * Add many addresses with one listing of lo, one state-file write and one `ip -force -batch -` (a start or a resync
+   * with a thousand apps would otherwise run two thousand commands). Returns the failures by prefix; the rest are on lo.
+   */
+  async addVips(bindings: readonly VipBinding[]): Promise<Map<string, Error>> {
+    for (const b of bindings) checkVipBinding(b);
+    const failures = new Map<string, Error>();
     const records = await this.load();
     const addrs = await this.loopbackAddrs();
-    const same = records.filter((r) => r.prefix === prefix.text && LinuxHostNetwork.present(r, addrs));
-    const mine = records.find((r) => r.app === app && r.prefix === prefix.text);
-    if (mine && same.includes(mine)) return;
-    const onLo = addrs.some((a) => a.address === prefix.address && a.length === prefix.length);
-    const label = prefix.family === 'ipv4' ? loopbackLabel(app) : undefined;
-    if (onLo && !same.some((r) => r.owned)) {
-      // The host (or an operator, or an old gocast) put it there: serve it, never delete it.
-      this.upsert({ app, prefix: prefix.text, owned: false });
-      await this.save();
-      this.log.warn({ app, prefix: prefix.text }, 'address already on lo and not added by vipcast: adopted, it will not be removed');
-      return;
-    }
-    if (onLo) {
-      // Another app of vipcast's holds the same address: share it.
-      const holder = same.find((r) => r.owned);
-      this.upsert({ app, prefix: prefix.text, owned: true, ...(holder?.label ? { label: holder.label } : {}) });
-      await this.save();
-      return;
-    }
-    // Record first: a crash right after `ip addr add` must not leave an address nobody owns.
-    this.upsert({ app, prefix: prefix.text, owned: true, ...(label ? { label } : {}) });
-    await this.save();
-    const args = prefix.family === 'ipv4'
-      ? ['addr', 'add', prefix.text, 'dev', 'lo', 'label', label!]
-      : ['-6', 'addr', 'add', prefix.text, 'dev', 'lo', 'nodad'];
-    try {
-      await this.exec('ip', args);
-    } catch (err) {
-      if (!/already assigned|File exists/i.test((err as Error).message)) {
-        this.records = this.records!.filter((r) => !(r.app === app && r.prefix === prefix.text));
-        await this.save().catch(() => {}); // the command's error is the one to report
-        throw err;
+    const onLo = (p: Prefix, list: Addr[]) => list.some((a) => a.address === p.address && a.length === p.length);
+    const toAdd: VipBinding[] = [];
+    for (const { app, prefix } of bindings) {
+      const same = records.filter((r) => r.prefix === prefix.text && LinuxHostNetwork.present(r, addrs));
+      const mine = records.find((r) => r.app === app && r.prefix === prefix.text);
+      if (mine && same.includes(mine)) continue;
+      const label = prefix.family === 'ipv4' ? loopbackLabel(app) : undefined;
+      if (onLo(prefix, addrs) && !same.some((r) => r.owned)) {
+        // The host (or an operator, or an old gocast) put it there: serve it, never delete it.
+        this.upsert({ app, prefix: prefix.text, owned: false });
+        this.log.warn({ app, prefix: prefix.text }, 'address already on lo and not added by vipcast: adopted, it will not be removed');
+        continue;
       }
+      if (onLo(prefix, addrs)) {
+        // Another app of vipcast's holds the same address: share it.
+        const holder = same.find((r) => r.owned);
+        this.upsert({ app, prefix: prefix.text, owned: true, ...(holder?.label ? { label: holder.label } : {}) });
+        continue;
+      }
+      // Record first: a crash right after `ip addr add` must not leave an address nobody owns.
+      this.upsert({ app, prefix: prefix.text, owned: true, ...(label ? { label } : {}) });
+      toAdd.push({ app, prefix });
     }
-    this.log.info({ app, prefix: prefix.text, label }, 'address added to lo');
+    await this.save();
+    if (toAdd.length === 0) return failures;
+    // Validated values only (canonical prefixes, labels from checked app names): one command per line, no shell.
+    const lines = toAdd.map(({ app, prefix }) => prefix.family === 'ipv4'
+      ? `address add ${prefix.text} dev lo label ${loopbackLabel(app)}`
+      : `address add ${prefix.text} dev lo nodad`);
+    let batchError: Error | undefined;
+    try {
+      await this.exec('ip', ['-force', '-batch', '-'], lines.join('\n') + '\n');
+    } catch (err) {
+      batchError = err as Error;
+    }
+    const after = batchError ? await this.loopbackAddrs() : undefined;
+    for (const { app, prefix } of toAdd) {
+      if (after && !onLo(prefix, after)) {
+        failures.set(prefix.text, batchError!);
+        this.records = this.records!.filter((r) => !(r.app === app && r.prefix === prefix.text));
+        continue;
+      }
+      this.log.info({ app, prefix: prefix.text, label: prefix.family === 'ipv4' ? loopbackLabel(app) : undefined }, 'address added to lo');
+    }
+    if (failures.size > 0) await this.save().catch(() => {}); // the command's error is the one to report
+    return failures;
   }
 
   async removeVip(binding: VipBinding): Promise<void> {
@@ -455,12 +475,12 @@ export class LinuxHostNetwork implements HostNetwork {
     }
     const records = await this.load();
     const addrs = await this.loopbackAddrs();
-    const done = new Set<string>();
-    for (const r of records) {
-      if (!r.owned || done.has(r.prefix) || !LinuxHostNetwork.present(r, addrs)) continue;
-      done.add(r.prefix);
-      await this.deleteAddr(parsePrefix(r.prefix, 'state', false));
-      this.log.info({ app: r.app, prefix: r.prefix }, 'address removed from lo');
+    const gone = [...new Set(records.filter((r) => r.owned && LinuxHostNetwork.present(r, addrs)).map((r) => r.prefix))];
+    if (gone.length > 0) {
+      // One `ip -force -batch -` for all of them; an address already gone is not an error.
+      await this.exec('ip', ['-force', '-batch', '-'], gone.map((p) => `address del ${p} dev lo`).join('\n') + '\n')
+        .catch((err: Error) => { if (!/Cannot assign requested address|not found/i.test(err.message)) throw err; });
+      for (const p of gone) this.log.info({ app: records.find((r) => r.prefix === p)?.app, prefix: p }, 'address removed from lo');
     }
     this.records = [];
     await rm(this.stateFile, { force: true });
