@@ -12,6 +12,8 @@ export type RegistryEvent =
 
 export class AppRegistry {
   private readonly apps = new Map<string, AppSpec>();
+  /** VIP text -> name of the app that holds it: conflict checks stay O(VIPs of the app), not O(all apps). */
+  private readonly vipOwner = new Map<string, string>();
   private readonly listeners: Array<(event: RegistryEvent) => void> = [];
 
   onChange(listener: (event: RegistryEvent) => void): void {
@@ -32,11 +34,10 @@ export class AppRegistry {
     if (existing && existing.source !== spec.source) {
       return `app "${spec.name}" is already registered by ${existing.source}`;
     }
-    for (const other of this.apps.values()) {
-      if (other.name === spec.name || replacing.has(other.name)) continue;
-      for (const vip of spec.vips) {
-        if (other.vips.some((v) => v.text === vip.text)) return `VIP ${vip.text} already belongs to app "${other.name}" (${other.source})`;
-      }
+    for (const vip of spec.vips) {
+      const owner = this.vipOwner.get(vip.text);
+      if (owner === undefined || owner === spec.name || replacing.has(owner)) continue;
+      return `VIP ${vip.text} already belongs to app "${owner}" (${this.apps.get(owner)?.source})`;
     }
     return undefined;
   }
@@ -45,16 +46,14 @@ export class AppRegistry {
   upsert(spec: AppSpec): void {
     const why = this.conflict(spec);
     if (why) throw new VipcastError('VIPCAST_ERR_REGISTRATION', why);
-    const previous = this.apps.get(spec.name);
-    this.apps.set(spec.name, spec);
-    if (!previous) this.emit({ type: 'added', app: spec });
-    else if (!sameApp(previous, spec)) this.emit({ type: 'changed', app: spec, previous });
+    this.put(spec);
   }
 
   remove(name: string): AppSpec | undefined {
     const app = this.apps.get(name);
     if (!app) return undefined;
     this.apps.delete(name);
+    for (const v of app.vips) if (this.vipOwner.get(v.text) === name) this.vipOwner.delete(v.text);
     this.emit({ type: 'removed', app });
     return app;
   }
@@ -68,16 +67,27 @@ export class AppRegistry {
     for (const app of this.all()) {
       if (app.source === source && !wanted.has(app.name)) this.remove(app.name);
     }
+    // VIPs may move between apps of this source in one go: those apps don't conflict with each other.
+    const ours = new Set(specs.map((s) => s.name).filter((n) => this.apps.get(n)?.source === source));
     const refused: string[] = [];
     for (const spec of specs) {
-      const why = this.conflict(spec, new Set(specs.map((s) => s.name).filter((n) => this.apps.get(n)?.source === source)));
+      const why = this.conflict(spec, ours);
       if (why) {
         refused.push(`${spec.name}: ${why}`);
         continue;
       }
-      this.upsert(spec);
+      this.put(spec);
     }
     return refused;
+  }
+
+  private put(spec: AppSpec): void {
+    const previous = this.apps.get(spec.name);
+    this.apps.set(spec.name, spec);
+    if (previous) for (const v of previous.vips) if (this.vipOwner.get(v.text) === spec.name) this.vipOwner.delete(v.text);
+    for (const v of spec.vips) this.vipOwner.set(v.text, spec.name);
+    if (!previous) this.emit({ type: 'added', app: spec });
+    else if (!sameApp(previous, spec)) this.emit({ type: 'changed', app: spec, previous });
   }
 
   private emit(event: RegistryEvent): void {
