@@ -78,7 +78,7 @@ export async function benchGobgp(): Promise<void> {
       const back = performance.now() - t0;
       console.log(`gobgp: gobgpd restart, ${label}: ${n} VIPs back at BIRD ${Math.round(back)} ms after gobgpd answered (re-injected by ${Math.round(resynced - t0)} ms)`);
     };
-    await restart('announce one at a time (the reconciler today)');
+    await restart('one AddPath per route (a router without announceMany)');
 
     // For comparison: the same re-injection with up to 64 AddPath calls in flight (gobgpd serializes them anyway).
     const inflight = 64;
@@ -105,7 +105,7 @@ export async function benchGobgp(): Promise<void> {
         resynced = performance.now();
       })();
     });
-    await restart('announceMany (AddPathStream)');
+    await restart('announceMany (AddPathStream, what the reconciler uses for a full pass)');
     unsubscribe2();
   } finally {
     await router.close();
