@@ -80,6 +80,21 @@ export interface MonitorParseContext {
   readonly path: string;
   /** Folder of the config file (relative paths in params resolve against it). */
   readonly baseDir: string;
+  /** Name of the app the monitor belongs to, when known (the `consul` monitor checks the Consul service of that name). */
+  readonly app?: string;
+  /** The agent's Consul settings; undefined or an empty `addr` when Consul is off (the `consul` monitor needs them). */
+  readonly consul?: ConsulSettings;
+}
+
+/** Where and as whom vipcast talks to Consul. `token` is a secret: never logged, never in a reason or an error. */
+export interface ConsulSettings {
+  /** HTTP API base including /v1 (`http://127.0.0.1:8500/v1`); '' = Consul off. */
+  readonly addr: string;
+  readonly token: string;
+  /** This host's Consul node name (env CONSUL_NODE); '' when unset. */
+  readonly node: string;
+  /** Read with `?stale` (env CONSUL_STALE=true). */
+  readonly stale: boolean;
 }
 
 /** Base of every plugin descriptor. */

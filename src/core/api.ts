@@ -10,6 +10,7 @@ import type { Logger } from './logger.js';
 import type { Daemon } from './daemon.js';
 import { VipcastError } from './errors.js';
 import { appFromRegistration, type RegistrationInput } from './registration.js';
+import { consulSettings } from './config.js';
 
 export interface ApiServer {
   /** The agent.listen_addr it was started with. */
@@ -30,7 +31,7 @@ export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
     handler: async (req, reply) => {
       const q = req.query as RegistrationInput;
       try {
-        const spec = appFromRegistration(q, 'http', daemon.config.agent, daemon.config.monitors);
+        const spec = appFromRegistration(q, 'http', daemon.config.agent, daemon.config.monitors, consulSettings(daemon.config.agent, process.env));
         daemon.registry.upsert(spec);
         log.info({ app: spec.name, vips: spec.vips.map((v) => v.text) }, 'app registered over HTTP');
         return reply.code(200).send('');

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
-import type { AppSpec, Community, MonitorSpec, NatRule, PeerSpec, Prefix } from '../plugin-api.js';
+import type { AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, PeerSpec, Prefix } from '../plugin-api.js';
 import type { AgentConfig, BgpConfig, RoutingConfig, VipcastConfig } from './config-types.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
@@ -572,6 +572,8 @@ interface AppContext {
   readonly monitors: MonitorRegistry;
   readonly baseDir: string;
   readonly problems: Problems;
+  /** For the `consul` monitor. */
+  readonly consul: ConsulSettings;
 }
 
 /** Parse one app. `vips` is returned even when other keys are bad, so VIP clashes between apps are still found. */
@@ -609,7 +611,7 @@ function parseApp(raw: Record<string, unknown>, path: string, ctx: AppContext): 
     else {
       raw.monitors.forEach((m, j) => {
         const p = `${path}.monitors[${j}]`;
-        const spec = problems.try(p, () => ctx.monitors.parse(m, { path: p, baseDir: ctx.baseDir, trusted: true }));
+        const spec = problems.try(p, () => ctx.monitors.parse(m, { path: p, baseDir: ctx.baseDir, trusted: true, ...(name !== undefined ? { app: name } : {}), consul: ctx.consul }));
         if (spec && monitors.some((x) => x.text === spec.text)) problems.add(p, `"${spec.text}" is listed twice`);
         else if (spec) monitors.push(spec);
       });
@@ -739,6 +741,16 @@ function parseYaml(text: string, file: string): unknown {
 
 type Get = <T>(key: string) => T;
 
+/** The agent's Consul settings: consul_addr / consul_token (CONSUL_TOKEN already applied) and CONSUL_NODE / CONSUL_STALE. */
+export function consulSettings(agent: Pick<AgentConfig, 'consulAddr' | 'consulToken'>, env: NodeJS.ProcessEnv): ConsulSettings {
+  return Object.freeze({
+    addr: agent.consulAddr ?? '',
+    token: agent.consulToken ?? '',
+    node: env.CONSUL_NODE ?? '',
+    stale: (env.CONSUL_STALE ?? '').toLowerCase() === 'true',
+  });
+}
+
 function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastConfig {
   const problems = new Problems();
   const env = opts.env ?? process.env;
@@ -757,7 +769,7 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
   const monitors = opts.monitors ?? new MonitorRegistry();
   const plugins = buildPlugins(top.plugins, problems);
-  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems });
+  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems, consul: consulSettings(agent, env) });
 
   if (problems.list.length) {
     const n = problems.list.length;

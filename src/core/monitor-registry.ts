@@ -7,9 +7,10 @@ import { valueError } from './errors.js';
 import portMonitor from '../plugins/monitors/port/index.js';
 import execMonitor from '../plugins/monitors/exec/index.js';
 import httpMonitor from '../plugins/monitors/http/index.js';
+import consulMonitor from '../plugins/monitors/consul/index.js';
 
 export function builtinMonitors(): MonitorPlugin[] {
-  return [portMonitor, execMonitor, httpMonitor];
+  return [portMonitor, execMonitor, httpMonitor, consulMonitor];
 }
 
 export interface MonitorInputContext extends MonitorParseContext {
@@ -57,6 +58,6 @@ export class MonitorRegistry {
       throw valueError(ctx.path, `"${type}" monitors run commands and are only accepted from the config file`);
     }
     const { params, text } = plugin.parse(rest, ctx);
-    return Object.freeze({ type, text: `${type}:${text}`, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
+    return Object.freeze({ type, text: text === '' ? type : `${type}:${text}`, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
   }
 }

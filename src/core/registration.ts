@@ -2,7 +2,7 @@
  * Apps registered at run time (gocast's HTTP /register; Consul tags use the same builder): untrusted input, so
  * every field is validated here and monitors that run commands are refused.
  */
-import type { AppSource, AppSpec, Community, MonitorSpec, NatRule, Prefix } from '../plugin-api.js';
+import type { AppSource, AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, Prefix } from '../plugin-api.js';
 import type { AgentConfig } from './config-types.js';
 import type { MonitorRegistry } from './monitor-registry.js';
 import { VipcastError } from './errors.js';
@@ -21,8 +21,11 @@ function list(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [v];
 }
 
-/** Build an AppSpec from registration parameters; throws VIPCAST_ERR_REGISTRATION naming the parameter. */
-export function appFromRegistration(input: RegistrationInput, source: AppSource, agent: AgentConfig, monitors: MonitorRegistry): AppSpec {
+/**
+ * Build an AppSpec from registration parameters; throws VIPCAST_ERR_REGISTRATION naming the parameter.
+ * `consul` (the agent's Consul settings) lets a `consul` monitor be registered; without it that monitor is refused.
+ */
+export function appFromRegistration(input: RegistrationInput, source: AppSource, agent: AgentConfig, monitors: MonitorRegistry, consul?: ConsulSettings): AppSpec {
   const problems: string[] = [];
   const attempt = <T>(fn: () => T): T | undefined => {
     try {
@@ -41,7 +44,7 @@ export function appFromRegistration(input: RegistrationInput, source: AppSource,
   const commTexts = list(input.vip_communities).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
   const communities = commTexts.map((c, i) => attempt(() => parseCommunity(c, `vip_communities[${i}]`))).filter((c): c is Community => c !== undefined);
   const monitorSpecs = list(input.monitor).map((m, i) =>
-    attempt(() => monitors.parse(String(m), { path: `monitor[${i}]`, baseDir: process.cwd(), trusted: false })),
+    attempt(() => monitors.parse(String(m), { path: `monitor[${i}]`, baseDir: process.cwd(), trusted: false, ...(typeof input.name === 'string' ? { app: input.name } : {}), ...(consul ? { consul } : {}) })),
   ).filter((m): m is MonitorSpec => m !== undefined);
   const nats = list(input.nat).map((n, i) => attempt(() => parseNat(String(n), `nat[${i}]`))).filter((n): n is NatRule => n !== undefined);
   const dup = vips.find((v, i) => vips.findIndex((w) => w.text === v.text) !== i);
