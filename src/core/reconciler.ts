@@ -165,11 +165,6 @@ export class Reconciler {
     });
   }
 
-  /** Routes vipcast believes are in the speaker (from the last read plus its own actions). */
-  announced(): Route[] {
-    return [...(this.model?.routes.values() ?? [])];
-  }
-
   /**
    * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
    * queue after whatever is in flight; no pass runs after it.

@@ -1,13 +1,11 @@
-/** tsyringe injection tokens: one symbol per component. Container calls stay inside src/core. */
+/**
+ * tsyringe injection tokens of a config generation's container (src/core/container.ts). The long-lived parts (check
+ * pools, registry, health tracker, reconciler) outlive generations and are owned by the Daemon itself.
+ */
 export const TOKENS = {
   Config: Symbol('vipcast.Config'),
   Logger: Symbol('vipcast.Logger'),
   Router: Symbol('vipcast.Router'),
   HostNetwork: Symbol('vipcast.HostNetwork'),
-  CheckPool: Symbol('vipcast.CheckPool'),
-  MonitorRegistry: Symbol('vipcast.MonitorRegistry'),
-  AppRegistry: Symbol('vipcast.AppRegistry'),
-  HealthTracker: Symbol('vipcast.HealthTracker'),
-  Reconciler: Symbol('vipcast.Reconciler'),
   DryRun: Symbol('vipcast.DryRun'),
 } as const;
