@@ -14,6 +14,8 @@ import { buildGeneration, disposeGeneration, type Generation } from './container
 import { Metrics } from './metrics.js';
 import { startApi, type ApiServer } from './api.js';
 import { reloadConfig, type ReloadResult } from './reload.js';
+import { consulSettings } from './config.js';
+import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 
 export interface DaemonOptions {
   readonly configFile: string;
@@ -41,6 +43,8 @@ export class Daemon {
   /** Keeps the process alive when nothing else does (no API, every app removed by cleanup_timer). */
   private keepAlive: NodeJS.Timeout | undefined;
   private readonly log: Logger;
+  /** Consul discovery, when agent.consul_addr and CONSUL_NODE are set. */
+  consul: ConsulDiscovery | undefined;
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = opts.log;
@@ -62,9 +66,6 @@ export class Daemon {
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
-    if (config.agent.consulAddr) {
-      this.log.warn({ consul_addr: config.agent.consulAddr }, 'Consul discovery and the consul monitor are not implemented in this version: agent.consul_* are validated but have no effect');
-    }
 
     this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
     this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }) });
@@ -107,6 +108,7 @@ export class Daemon {
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     this.addConfigApps(config.apps);
+    await this.configureConsul(config);
     this.reconciler.start();
     await this.reconciler.trigger(true);
     await this.listen(config.agent.listenAddr).catch((err: unknown) => {
@@ -133,6 +135,41 @@ export class Daemon {
       if (app.source !== 'http') continue;
       this.registry.upsert({ ...app, rise: agent.rise, fall: agent.fall, intervalMs: agent.monitorIntervalMs, timeoutMs: agent.checkTimeoutMs });
     }
+  }
+
+  /**
+   * Start, keep or replace the Consul discovery for `config` (start, reload). Unchanged consul_addr, token, node, stale
+   * and query interval: the running one stays (and rebuilds its apps with the new agent defaults). Changed: a new one
+   * starts, then the old one closes; the Consul apps stay in the registry until the new one's first read replaces them.
+   */
+  async configureConsul(config: VipcastConfig): Promise<void> {
+    const settings = consulSettings(config.agent, this.opts.env ?? process.env);
+    const old = this.consul;
+    if (old && ConsulDiscovery.sameSettings(old.settings, settings) && old.queryIntervalMs === config.agent.consulQueryIntervalMs) {
+      old.update(config.agent, config.monitors);
+      return;
+    }
+    const why = ConsulDiscovery.disabledReason(settings);
+    if (why) {
+      this.consul = undefined;
+      await old?.close();
+      if (settings.addr) this.log.warn({ consul_addr: settings.addr }, `Consul discovery is off: ${why}`);
+      else this.log.info(`Consul discovery is off: ${why}`);
+      if (old) this.applyConsulApps([]);
+      return;
+    }
+    const next = new ConsulDiscovery({ agent: config.agent, monitors: config.monitors, consul: settings, log: this.log.child({ component: 'consul' }) });
+    await next.start((apps) => {
+      if (this.consul === next) this.applyConsulApps(apps);
+    });
+    this.consul = next;
+    await old?.close();
+  }
+
+  private applyConsulApps(apps: readonly AppSpec[]): void {
+    const refused = this.registry.replaceSource('consul', apps);
+    for (const r of refused) this.log.error({ app: r.slice(0, r.indexOf(':')) }, `Consul app refused: ${r}`);
+    this.log.info({ apps: apps.map((a) => a.name) }, 'Consul apps updated');
   }
 
   private addConfigApps(apps: readonly AppSpec[]): void {
@@ -214,6 +251,9 @@ export class Daemon {
     await this.reloading?.catch(() => undefined);
     clearInterval(this.keepAlive);
     await this.api?.close().catch(() => undefined);
+    const consul = this.consul;
+    this.consul = undefined;
+    if (consul) await withTimeout(consul.close(), 1000, 'consul discovery close', this.log);
     this.health?.close();
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason), 7000, 'withdraw and cleanup', this.log);
     if (this.generation) {

@@ -142,6 +142,7 @@ interface Progress {
   generation: boolean;
   peers: boolean;
   config: boolean;
+  consul?: boolean;
 }
 
 async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, log: Logger, progress: Progress): Promise<void> {
@@ -165,6 +166,10 @@ async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, log: Logg
   d.refreshRegisteredApps(next.agent);
   const refused = d.replaceConfigApps(next.apps);
   if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
+  // Consul apps are registry source 'consul': replaceConfigApps never touches them. A new consul_addr, token or
+  // query interval builds a new discovery (started before the old one closes); otherwise the running one stays.
+  progress.consul = true;
+  await d.configureConsul(next);
   await rec.trigger(diff.speaker.length > 0);
 }
 
@@ -176,6 +181,7 @@ async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progres
     d.refreshRegisteredApps(prev.agent);
     d.replaceConfigApps(prev.apps);
   }
+  if (progress.consul) await d.configureConsul(prev);
   if (progress.api) await d.listen(prev.agent.listenAddr);
   if (progress.peers) await rec.queue.run(() => d.generation.router.applyPeers(prev.bgp.peers));
   if (progress.generation) await swapGeneration(d, next, prev, diffConfig(next, prev), log);
