@@ -96,7 +96,7 @@ apps:
   const config = await loadConfig(file, { env: {} });
   t.same(config.plugins, ['vipcast-monitor-file']);
   t.same(config.apps[0]!.monitors.map((m) => m.text), ['file:/run/a.ready', 'port:tcp:80']);
-  t.same(config.monitors.names(), ['exec', 'file', 'http', 'port']);
+  t.same(config.monitors.names(), ['consul', 'exec', 'file', 'http', 'port']);
 
   writeFileSync(file, `
 plugins: [vipcast-monitor-absent, "Not A Name"]
