@@ -85,6 +85,9 @@ apps:
   r = await get('/metrics');
   t.match(r.body, /vipcast_route_updates_total\{action="announce"\} [1-9]/);
   t.match(r.body, /vipcast_decision_latency_seconds_bucket/);
+  t.match(r.body, /\nvipcast_routes_announced 1\n/, 'one route in the speaker (cfg; reg1 was unregistered)');
+  t.match(r.body, /\nvipcast_apps\{state="up"\} 1\n/, 'one app up');
+  t.match(r.body, /\nvipcast_reconcile_errors_total 0\n/, 'no failed effect');
 
   for (const path of ['/info', '/status']) {
     t.notMatch((await get(path)).body, /s3cret-pw-123/, `${path} never shows the MD5 password`);

@@ -80,6 +80,11 @@ export class Daemon {
     this.health = new HealthTracker(runner, this.log.child({ component: 'health' }));
     this.reconciler = new Reconciler(this.registry, this.health, router, host, reconcilerOptions(config), this.log.child({ component: 'reconciler' }));
 
+    this.metrics.observe({
+      appStates: () => this.health.all().map((h) => h.state),
+      routeCount: () => this.reconciler.routeCount(),
+      reconcileErrors: () => this.reconciler.stats.errors,
+    });
     const roundStart = new Map<string, number>();
     this.health.onChange((c) => {
       roundStart.set(c.app, c.roundStartedAt);
@@ -189,8 +194,6 @@ export class Daemon {
         host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
       };
     });
-    for (const a of apps) this.metrics.appsUp.set({ state: a.state }, 0);
-    for (const a of apps) this.metrics.appsUp.inc({ state: a.state });
     const peers = await this.generation.router.peerStates().catch((err: Error) => ({ error: err.message }));
     return {
       version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,

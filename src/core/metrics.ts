@@ -1,6 +1,13 @@
 /** Prometheus metrics (prom-client): one registry per daemon, served at GET /metrics. */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 
+/** Where the scrape-time metrics come from. */
+export interface MetricSource {
+  appStates(): string[];
+  routeCount(): number;
+  reconcileErrors(): number;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly checks = new Counter({ name: 'vipcast_checks_total', help: 'Health checks run, by monitor type and result', labelNames: ['type', 'result'] as const, registers: [this.registry] });
@@ -8,12 +15,39 @@ export class Metrics {
   readonly transitions = new Counter({ name: 'vipcast_app_transitions_total', help: 'App health state changes', labelNames: ['state'] as const, registers: [this.registry] });
   readonly routeUpdates = new Counter({ name: 'vipcast_route_updates_total', help: 'Announces and withdraws sent to the router', labelNames: ['action'] as const, registers: [this.registry] });
   readonly decisionLatency = new Histogram({ name: 'vipcast_decision_latency_seconds', help: 'From the start of the deciding check round to the route change at the router', labelNames: ['action'] as const, buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
-  readonly appsUp = new Gauge({ name: 'vipcast_apps', help: 'Apps by health state', labelNames: ['state'] as const, registers: [this.registry] });
-  readonly routesAnnounced = new Gauge({ name: 'vipcast_routes_announced', help: 'Routes vipcast has in the speaker', registers: [this.registry] });
-  readonly reconcileErrors = new Counter({ name: 'vipcast_reconcile_errors_total', help: 'Failed effects (announce, withdraw, address, NAT)', registers: [this.registry] });
+  private source: MetricSource | undefined;
+  private errorsSeen = 0;
+  readonly appsUp: Gauge<'state'> = new Gauge({
+    name: 'vipcast_apps', help: 'Apps by health state', labelNames: ['state'] as const, registers: [this.registry],
+    collect: () => {
+      const counts: Record<string, number> = { up: 0, down: 0, unknown: 0 };
+      for (const st of this.source?.appStates() ?? []) counts[st] = (counts[st] ?? 0) + 1;
+      for (const [state, n] of Object.entries(counts)) this.appsUp.set({ state }, n);
+    },
+  });
+  readonly routesAnnounced: Gauge = new Gauge({
+    name: 'vipcast_routes_announced', help: 'Routes vipcast has in the speaker', registers: [this.registry],
+    collect: (): void => { this.routesAnnounced.set(this.source?.routeCount() ?? 0); },
+  });
+  readonly reconcileErrors: Counter = new Counter({
+    name: 'vipcast_reconcile_errors_total', help: 'Failed effects (announce, withdraw, address, NAT)', registers: [this.registry],
+    collect: () => {
+      const now = this.source?.reconcileErrors() ?? 0;
+      if (now > this.errorsSeen) this.reconcileErrors.inc(now - this.errorsSeen);
+      this.errorsSeen = now;
+    },
+  });
   readonly reloads = new Counter({ name: 'vipcast_reloads_total', help: 'Config reloads, by result', labelNames: ['result'] as const, registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'vipcast_process_' });
+  }
+
+  /**
+   * Gauges and the error counter are read from the daemon's own state when /metrics is scraped, so they can't drift
+   * from it: app states from the health tracker, routes and failed effects from the reconciler.
+   */
+  observe(source: MetricSource): void {
+    this.source = source;
   }
 }

@@ -165,6 +165,11 @@ export class Reconciler {
     });
   }
 
+  /** Routes vipcast has in the speaker (from the last read plus its own actions). */
+  routeCount(): number {
+    return this.model?.routes.size ?? 0;
+  }
+
   /**
    * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
    * queue after whatever is in flight; no pass runs after it.
