@@ -184,21 +184,22 @@ export class Reconciler {
         this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
         return [...(this.model?.routes.values() ?? [])];
       });
+      const model = this.model ?? { routes: new Map<string, Route>(), vips: new Map<string, VipBinding>(), nat: [] };
       let rest = routes;
       if (rest.length >= BULK_MIN && this.router.withdrawMany) {
         try {
           await this.router.withdrawMany(rest, reason);
-          for (const r of rest) {
-            this.model?.routes.delete(r.prefix.text);
-            this.stats.withdraws++;
-            this.emit({ action: 'withdraw', route: r });
-          }
+          for (const r of rest) this.recordWithdraw(model, r);
           rest = [];
         } catch (err) {
           this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
         }
       }
-      for (const r of rest) await this.tryWithdraw(r, reason);
+      const logFailure = (app: string, what: string, err: unknown) => {
+        this.stats.errors++;
+        this.log.error({ err, app }, `${what} failed at shutdown`);
+      };
+      for (const r of rest) await this.withdrawStep(model, r, reason, logFailure);
       // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
       await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
       if (this.model) {
@@ -412,12 +413,16 @@ export class Reconciler {
   private async withdrawStep(model: Model, route: Route, reason: string, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
     try {
       await this.router.withdraw(route, reason);
-      model.routes.delete(route.prefix.text);
-      this.stats.withdraws++;
-      this.emit({ action: 'withdraw', route });
+      this.recordWithdraw(model, route);
     } catch (err) {
       fail(route.app, `withdraw ${route.prefix.text}`, err);
     }
+  }
+
+  private recordWithdraw(model: Model, route: Route): void {
+    model.routes.delete(route.prefix.text);
+    this.stats.withdraws++;
+    this.emit({ action: 'withdraw', route });
   }
 
   /** Many routes at once (a resync after a speaker restart) go in bulk when the router can; else one by one. */
@@ -456,18 +461,6 @@ export class Reconciler {
     } catch (err) {
       for (const n of rules) blocked.add(n.app);
       for (const app of blocked) fail(app, 'NAT rules', err);
-    }
-  }
-
-  private async tryWithdraw(route: Route, reason: string): Promise<void> {
-    try {
-      await this.router.withdraw(route, reason);
-      this.model?.routes.delete(route.prefix.text);
-      this.stats.withdraws++;
-      this.emit({ action: 'withdraw', route });
-    } catch (err) {
-      this.stats.errors++;
-      this.log.error({ err, app: route.app, prefix: route.prefix.text }, 'withdraw failed');
     }
   }
 
