@@ -3,7 +3,7 @@
  * host changes are read from its JSON log lines.
  */
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -212,4 +212,31 @@ apps:
   const back = await d.waitLine((l) => l.component === 'reload' && l.msg === 'reload: done', 5000, 'reload', from);
   t.same(back.changes, ['app web: back (it had been removed by cleanup_timer)']);
   await d.waitLine(isRoute('announce', '198.18.100.90/32'), 5000, 're-announced after the reload', from);
+});
+
+t.test('vipcast reload -c FILE signals the daemon through agent.pid_file; without a pid file it says so', async (t) => {
+  const dir = t.testdir();
+  const file = config(dir, `
+agent:
+  listen_addr: ""
+  pid_file: vipcast.pid
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+apps:
+  - { name: a, vip: 198.18.100.95/32 }
+`);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '198.18.100.95/32'), 5000, 'announce');
+  const from = d.lines.length;
+  const out = await pexec(process.execPath, [BIN, 'reload', '-c', file]);
+  t.match(out.stdout, new RegExp(`sent SIGHUP to vipcast \\(pid ${d.child.pid}\\)`));
+  const line = await d.waitLine((l) => l.component === 'reload', 5000, 'reload line', from);
+  t.equal(line.msg, 'reload: nothing changed');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+  t.notOk(existsSync(join(dir, 'vipcast.pid')), 'pid file removed at exit');
+  const none = await pexec(process.execPath, [BIN, 'reload', '--pid-file', join(dir, 'vipcast.pid')]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+  t.equal(none?.code, 1, 'no running daemon: exit 1');
+  t.match(none?.stderr, /vipcast reload: .*vipcast\.pid/);
 });
