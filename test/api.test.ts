@@ -96,3 +96,38 @@ apps:
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
 });
+
+t.test('POST /reload x20 at once: every request answered with the result of the run it joined; runs never overlap', async (t) => {
+  const dir = t.testdir();
+  const apiPort = await freePort();
+  const file = join(dir, 'vipcast.yaml');
+  const body = (apps: string) => `
+agent: { listen_addr: 127.0.0.1:${apiPort}, monitor_interval: 100ms }
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+apps:
+${apps}`;
+  writeFileSync(file, body('  - { name: a, vip: 198.18.100.70/32 }\n'));
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 8000, 'API up');
+  await d.waitLine(isRoute('announce', '198.18.100.70/32'), 3000, 'a announced');
+  writeFileSync(file, body('  - { name: a, vip: 198.18.100.70/32 }\n  - { name: b, vip: 198.18.100.71/32 }\n'));
+  const from = d.lines.length;
+  const results = await Promise.all(Array.from({ length: 20 }, async () => {
+    const res = await fetch(`http://127.0.0.1:${apiPort}/reload`, { method: 'POST' });
+    return { status: res.status, body: JSON.parse(await res.text()) as { ok: boolean; at: string; changes: string[] } };
+  }));
+  t.ok(results.every((r) => r.status === 200 && r.body.ok), 'all 20 answered 200 ok');
+  const outcomes = d.lines.slice(from).filter((l) => l.component === 'reload' && /^reload: (done|nothing changed)$/.test(l.msg));
+  t.equal(outcomes.reduce((n, l) => n + Number(l.requests), 0), 20, 'the runs answered 20 requests between them');
+  t.equal(new Set(results.map((r) => r.body.at)).size, outcomes.length, 'one result per run, shared by its requests');
+  t.ok(outcomes.length < 20, `${outcomes.length} runs for 20 requests`);
+  t.equal(outcomes.filter((l) => l.msg === 'reload: done').length, 1, 'exactly one run applied the change; the rest found nothing to do');
+  await d.waitLine(isRoute('announce', '198.18.100.71/32'), 3000, 'b announced', from);
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(d.lines.slice(from).filter(isRoute('announce', '198.18.100.71/32')).length, 1, 'b announced once');
+  t.equal(d.lines.slice(from).filter(isRoute('announce', '198.18.100.70/32')).length, 0, 'a not re-sent');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+});

@@ -154,15 +154,26 @@ t.test('a reload whose apply step fails: the previous state is back at BIRD', { 
   t.equal(d.child.exitCode, null, 'still running');
 });
 
-t.test('20 SIGHUPs in a burst: at most two reloads run, no errors', { skip }, async (t) => {
+t.test('20 SIGHUPs in a burst: reloads never overlap, requests coalesce, nothing is re-sent, no errors', { skip }, async (t) => {
+  // The kernel merges a SIGHUP that is still pending, so how many of the 20 reach the daemon, and how many runs they
+  // make, depends on scheduling; the exact bound (requests during a run share one more) is proven in serial-queue.test.
   const s = await stack(t);
   const d = s.startVipcast(s.writeConfig(`${s.baseConfig()}${apps('  - { name: a, vip: 198.18.216.1/32 }\n')}`));
   await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  const since = (await s.routes())[0]!.since;
+  const session = (await s.bird.protocol(s.protocol)).since;
+  await new Promise((r) => setTimeout(r, 50)); // BIRD's timestamps have ms resolution
   const from = d.lines.length;
   for (let i = 0; i < 20; i++) d.kill('SIGHUP');
   await new Promise((r) => setTimeout(r, 3000));
   const outcomes = d.lines.slice(from).filter((l) => l.component === 'reload');
-  t.ok(outcomes.length >= 1 && outcomes.length <= 2, `${outcomes.length} reloads ran for 20 signals`);
+  const answered = outcomes.reduce((n, l) => n + Number(l.requests), 0);
+  t.ok(outcomes.length >= 1, `${outcomes.length} reloads ran`);
+  t.ok(outcomes.every((l) => l.msg === 'reload: nothing changed'), 'each one found nothing to change');
+  t.ok(answered >= outcomes.length && answered <= 20, `${outcomes.length} runs answered ${answered} requests`);
+  t.ok(outcomes.length < 20, 'fewer runs than signals');
+  t.ok(sameInstant((await s.routes())[0]!.since, since), 'the route was not re-sent');
+  t.ok(sameInstant((await s.bird.protocol(s.protocol)).since, session), 'the session was not reset');
   t.same(d.lines.slice(from).filter((l) => l.level >= 50), [], 'no error logged');
   t.equal(d.child.exitCode, null, 'still running');
 });

@@ -12,8 +12,9 @@ import { HealthTracker, type CheckRunner } from './health.js';
 import { Reconciler, type ReconcilerOptions } from './reconciler.js';
 import { buildGeneration, disposeGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
+import { Coalescer } from './serial-queue.js';
 import { startApi, type ApiServer } from './api.js';
-import { reloadConfig, type ReloadResult } from './reload.js';
+import { configHash, reloadConfig, type ReloadResult } from './reload.js';
 import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 
@@ -30,8 +31,7 @@ export class Daemon {
   readonly metrics = new Metrics();
   /** The outcome of the last reload, for /status. */
   lastReload: ReloadResult | undefined;
-  private reloading: Promise<ReloadResult> | undefined;
-  private reloadAgain: Promise<ReloadResult> | undefined;
+  private readonly reloads = new Coalescer<string, ReloadResult>((trigger, requests) => this.doReload(trigger, requests));
   pool!: CheckPool;
   /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
   commandPool!: CheckPool;
@@ -207,19 +207,18 @@ export class Daemon {
    * during a reload coalesce into one more reload, whose result they all get.
    */
   requestReload(trigger: string): Promise<ReloadResult> {
-    if (!this.reloading) {
-      this.reloading = this.doReload(trigger).finally(() => { this.reloading = undefined; });
-      return this.reloading;
+    if (this.stopping) {
+      return Promise.resolve({
+        ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: ['the daemon is stopping'], changes: [],
+        configInForce: configHash(this.config),
+      });
     }
-    this.reloadAgain ??= this.reloading.then(() => {
-      this.reloadAgain = undefined;
-      return this.requestReload(trigger);
-    });
-    return this.reloadAgain;
+    return this.reloads.request(trigger);
   }
 
-  private async doReload(trigger: string): Promise<ReloadResult> {
-    const result = await reloadConfig(this, trigger, this.log.child({ component: 'reload' }));
+  /** `requests`: how many reload requests this run answers (more than one when they arrived during a reload). */
+  private async doReload(trigger: string, requests: number): Promise<ReloadResult> {
+    const result = await reloadConfig(this, trigger, this.log.child({ component: 'reload', requests }));
     this.lastReload = result;
     this.metrics.reloads.inc({ result: result.ok ? 'ok' : 'failed' });
     return result;
@@ -251,7 +250,7 @@ export class Daemon {
 
   private async doStop(reason: string): Promise<void> {
     this.log.info({ reason }, 'stopping: withdrawing every route');
-    await this.reloading?.catch(() => undefined);
+    await this.reloads.idle();
     clearInterval(this.keepAlive);
     await this.api?.close().catch(() => undefined);
     const consul = this.consul;
