@@ -147,7 +147,7 @@ t.test('a blocking query returns promptly on change; one request per interval wh
   }
   const max = Math.max(...latencies);
   t.comment(`catalog change -> onChange: ${latencies.map((l) => l.toFixed(1)).join(', ')} ms (max ${max.toFixed(1)})`);
-  t.ok(max < 250, `every change seen within 250 ms (max ${max.toFixed(1)} ms; the wait is 5 s)`);
+  t.ok(max < 1000, `every change seen within 1 s, not at the end of the 5 s wait (max ${max.toFixed(1)} ms)`);
 });
 
 t.test('403 with a wrong token: clear error, token never logged; apps kept; 5xx retried with backoff', async (t) => {
@@ -227,7 +227,7 @@ t.test('CONSUL_STALE adds ?stale; close() aborts the in-flight blocking query', 
   const closing = performance.now();
   await d.close();
   const took = performance.now() - closing;
-  t.ok(took < 200, `close() with a blocking query in flight took ${took.toFixed(1)} ms`);
+  t.ok(took < 1000, `close() aborted the blocking query in flight instead of waiting out its 5 s (${took.toFixed(1)} ms)`);
   const n = server.requests.length;
   await sleep(200);
   t.equal(server.requests.length, n, 'no request after close');

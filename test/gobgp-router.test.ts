@@ -261,7 +261,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     const t0 = Date.now();
     await t.rejects(r1.announce(desired[0]!, 'x'), { code: 'VIPCAST_ERR_ROUTER', message: /not answering/ });
     await t.rejects(r1.listRoutes(), { code: 'VIPCAST_ERR_ROUTER' });
-    t.ok(Date.now() - t0 < 100, `rejected within ${Date.now() - t0} ms`);
+    t.ok(Date.now() - t0 < 1000, `rejected at once, not after a call deadline (${Date.now() - t0} ms)`);
     await sleep(300);
     await g1.restart();
     const answering = await g1.waitAnswering(5000);
