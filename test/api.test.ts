@@ -97,7 +97,7 @@ apps:
   t.equal((await d.exited).code, 0);
 });
 
-t.test('POST /reload x20 at once: every request answered with the result of the run it joined; runs never overlap', async (t) => {
+t.test('POST /reload x20 at once: at most two runs, every request answered with the result of the run it joined', async (t) => {
   const dir = t.testdir();
   const apiPort = await freePort();
   const file = join(dir, 'vipcast.yaml');
@@ -122,7 +122,7 @@ ${apps}`;
   const outcomes = d.lines.slice(from).filter((l) => l.component === 'reload' && /^reload: (done|nothing changed)$/.test(l.msg));
   t.equal(outcomes.reduce((n, l) => n + Number(l.requests), 0), 20, 'the runs answered 20 requests between them');
   t.equal(new Set(results.map((r) => r.body.at)).size, outcomes.length, 'one result per run, shared by its requests');
-  t.ok(outcomes.length < 20, `${outcomes.length} runs for 20 requests`);
+  t.ok(outcomes.length >= 1 && outcomes.length <= 2, `${outcomes.length} runs for 20 requests (the 100 ms settle window takes a burst)`);
   t.equal(outcomes.filter((l) => l.msg === 'reload: done').length, 1, 'exactly one run applied the change; the rest found nothing to do');
   await d.waitLine(isRoute('announce', '198.18.100.71/32'), 3000, 'b announced', from);
   await new Promise((r) => setTimeout(r, 300));

@@ -154,9 +154,7 @@ t.test('a reload whose apply step fails: the previous state is back at BIRD', { 
   t.equal(d.child.exitCode, null, 'still running');
 });
 
-t.test('20 SIGHUPs in a burst: reloads never overlap, requests coalesce, nothing is re-sent, no errors', { skip }, async (t) => {
-  // The kernel merges a SIGHUP that is still pending, so how many of the 20 reach the daemon, and how many runs they
-  // make, depends on scheduling; the exact bound (requests during a run share one more) is proven in serial-queue.test.
+t.test('20 SIGHUPs in a burst: at most two reloads run, nothing is re-sent, no errors', { skip }, async (t) => {
   const s = await stack(t);
   const d = s.startVipcast(s.writeConfig(`${s.baseConfig()}${apps('  - { name: a, vip: 198.18.216.1/32 }\n')}`));
   await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
@@ -166,12 +164,12 @@ t.test('20 SIGHUPs in a burst: reloads never overlap, requests coalesce, nothing
   const from = d.lines.length;
   for (let i = 0; i < 20; i++) d.kill('SIGHUP');
   await new Promise((r) => setTimeout(r, 3000));
+  // The kernel merges a SIGHUP still pending, so up to 20 requests reach the daemon; the runs say how many they answered.
   const outcomes = d.lines.slice(from).filter((l) => l.component === 'reload');
   const answered = outcomes.reduce((n, l) => n + Number(l.requests), 0);
-  t.ok(outcomes.length >= 1, `${outcomes.length} reloads ran`);
-  t.ok(outcomes.every((l) => l.msg === 'reload: nothing changed'), 'each one found nothing to change');
-  t.ok(answered >= outcomes.length && answered <= 20, `${outcomes.length} runs answered ${answered} requests`);
-  t.ok(outcomes.length < 20, 'fewer runs than signals');
+  t.ok(outcomes.length >= 1 && outcomes.length <= 2, `${outcomes.length} reloads ran for 20 signals (${answered} delivered)`);
+  t.ok(answered >= outcomes.length && answered <= 20, 'each delivered signal was answered by one run');
+  t.ok(outcomes.every((l) => l.msg === 'reload: nothing changed'), 'each run found nothing to change');
   t.ok(sameInstant((await s.routes())[0]!.since, since), 'the route was not re-sent');
   t.ok(sameInstant((await s.bird.protocol(s.protocol)).since, session), 'the session was not reset');
   t.same(d.lines.slice(from).filter((l) => l.level >= 50), [], 'no error logged');

@@ -77,6 +77,7 @@ t.test('Coalescer: a run that throws does not strand the queued requests', async
     return n;
   });
   const first = c.request(null);
+  await tick(); // the first run has started: the next request queues behind it
   const queued = c.request(null);
   g.open();
   await t.rejects(first, /boom/, 'the failure reaches the request that ran it');
@@ -92,6 +93,7 @@ t.test('Coalescer.idle waits for the queued run too', async (t) => {
     finished++;
   });
   void c.request(null);
+  await tick();
   void c.request(null);
   let idle = false;
   const waiting = c.idle().then(() => { idle = true; });
@@ -102,4 +104,26 @@ t.test('Coalescer.idle waits for the queued run too', async (t) => {
   gates[1]!.open();
   await waiting;
   t.equal(finished, 2);
+});
+
+t.test('Coalescer settle window: requests within it join the first run; a burst straddling a run makes two', async (t) => {
+  const calls: number[] = [];
+  const gates = [gate(), gate()];
+  const c = new Coalescer<null, number>(async (_arg, requests) => {
+    const n = calls.push(requests);
+    await gates[n - 1]!.promise;
+    return n;
+  }, 40);
+  const early = [c.request(null)];
+  for (let i = 0; i < 9; i++) {
+    await tick();
+    early.push(c.request(null));
+  }
+  await new Promise((r) => setTimeout(r, 80));
+  t.same(calls, [10], 'ten requests inside the window: one run answering all ten');
+  const late = Array.from({ length: 10 }, () => c.request(null));
+  gates.forEach((g) => g.open());
+  t.same(await Promise.all(early), Array(10).fill(1));
+  t.same(await Promise.all(late), Array(10).fill(2), 'the ten made during the run share the second');
+  t.same(calls, [10, 10], 'two runs for twenty requests');
 });

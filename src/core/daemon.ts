@@ -25,13 +25,19 @@ export interface DaemonOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * A reload waits this long before reading the file, and requests in that window join it: a config-management run
+ * that rewrites the file and signals several times is one reload, not one per signal.
+ */
+export const RELOAD_SETTLE_MS = 100;
+
 export class Daemon {
   readonly registry = new AppRegistry();
   readonly startedAt = Date.now();
   readonly metrics = new Metrics();
   /** The outcome of the last reload, for /status. */
   lastReload: ReloadResult | undefined;
-  private readonly reloads = new Coalescer<string, ReloadResult>((trigger, requests) => this.doReload(trigger, requests));
+  private readonly reloads = new Coalescer<string, ReloadResult>((trigger, requests) => this.doReload(trigger, requests), RELOAD_SETTLE_MS);
   pool!: CheckPool;
   /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
   commandPool!: CheckPool;

@@ -25,46 +25,57 @@ export class SerialQueue {
   }
 }
 
+interface Run<T> {
+  promise: Promise<T>;
+  requests: number;
+  /** False while the run waits out its settle window: requests made then join it. */
+  started: boolean;
+}
+
 /**
- * One run at a time, at most one more queued: requests made while a run is in flight share the next run and its
- * result (a burst of 20 SIGHUPs is two reloads, never twenty, never two at once). The next run starts after the
- * current one settles, whether it succeeded or threw.
+ * One run at a time, at most one more queued. A run first waits `settleMs`; requests made in that window join it.
+ * Requests made while it executes share the next run and its result. So a burst of 20 SIGHUPs is one reload when it
+ * lasts less than the window and two when it straddles a run, never twenty and never two at once. The next run starts
+ * after the current one settles, whether it succeeded or threw.
  */
 export class Coalescer<A, T> {
-  private running: Promise<T> | undefined;
-  private next: { promise: Promise<T>; requests: number } | undefined;
+  private current: Run<T> | undefined;
+  private next: Run<T> | undefined;
 
   /** `fn` gets the argument of the request that opened the run and how many requests the run answers. */
-  constructor(private readonly fn: (arg: A, requests: number) => Promise<T>) {}
+  constructor(private readonly fn: (arg: A, requests: number) => Promise<T>, private readonly settleMs = 0) {}
 
   request(arg: A): Promise<T> {
-    if (!this.running) return this.start(arg, 1);
-    if (this.next) {
-      this.next.requests++;
-      return this.next.promise;
+    const joinable = this.current && !this.current.started ? this.current : this.next;
+    if (joinable) {
+      joinable.requests++;
+      return joinable.promise;
     }
-    const slot = { requests: 1, promise: undefined as unknown as Promise<T> };
-    const after = () => {
-      this.next = undefined;
-      return this.start(arg, slot.requests);
+    const run: Run<T> = { requests: 1, started: false, promise: undefined as unknown as Promise<T> };
+    const begin = (): Promise<T> => {
+      this.current = run;
+      if (this.next === run) this.next = undefined;
+      const settled = this.settleMs > 0 ? new Promise<void>((r) => setTimeout(r, this.settleMs)) : Promise.resolve();
+      return settled.then(() => {
+        run.started = true;
+        return this.fn(arg, run.requests);
+      });
     };
-    slot.promise = this.running.then(after, after);
-    this.next = slot;
-    return slot.promise;
+    if (this.current) {
+      this.next = run;
+      run.promise = this.current.promise.then(begin, begin);
+    } else {
+      run.promise = begin();
+    }
+    const clear = () => { if (this.current === run) this.current = undefined; };
+    run.promise.then(clear, clear);
+    return run.promise;
   }
 
   /** Resolves when nothing runs and nothing is queued (errors are the requesters' to see, not this). */
   async idle(): Promise<void> {
-    for (let p = this.next?.promise ?? this.running; p; p = this.next?.promise ?? this.running) {
-      await p.then(() => undefined, () => undefined);
+    for (let r = this.next ?? this.current; r; r = this.next ?? this.current) {
+      await r.promise.then(() => undefined, () => undefined);
     }
-  }
-
-  private start(arg: A, requests: number): Promise<T> {
-    const run = Promise.resolve().then(() => this.fn(arg, requests));
-    this.running = run;
-    const clear = () => { if (this.running === run) this.running = undefined; };
-    run.then(clear, clear);
-    return run;
   }
 }
