@@ -326,6 +326,8 @@ const BAD: Bad[] = [
   { yaml: `apps: [{ ${APP}, monitors: ["port:tcp:80", "port:tcp:70000"] }]`, path: 'apps[0].monitors[1]', message: '"70000" is not a port' },
   { yaml: `apps: [{ ${APP}, monitors: ["port:tcp:80", "port:tcp:80"] }]`, path: 'apps[0].monitors[1]', message: '"port:tcp:80" is listed twice' },
   { yaml: `apps: [{ ${APP}, monitors: [{ type: port, hots: 127.0.0.1, port: 80 }] }]`, path: 'apps[0].monitors[0].hots', message: 'unknown key for a port monitor' },
+  { yaml: `apps: [{ ${APP}, monitors: [{ type: http, uri: "http://127.0.0.1/" }] }]`, path: 'apps[0].monitors[0].uri', message: 'unknown key for an http monitor (known: url, expect_status)' },
+  { yaml: `apps: [{ ${APP}, monitors: [{ type: exec, cmd: "true" }] }]`, path: 'apps[0].monitors[0].cmd', message: 'unknown key for an exec monitor (known: command)' },
   { yaml: `apps: [{ ${APP}, nats: ["sctp:1"] }]`, path: 'apps[0].nats[0]', message: '"sctp:1" is not a NAT spec' },
   { yaml: `apps: [{ ${APP}, nats: ["tcp:80:8080", "tcp:80:8081"] }]`, path: 'apps[0].nats[1]', message: 'tcp port 80 is already forwarded by "tcp:80:8080"' },
   { yaml: `apps: [{ ${APP}, nats: "tcp:80" }]`, path: 'apps[0].nats', message: 'is not a list' },

@@ -167,3 +167,15 @@ export function parseDuration(value: unknown, path: string): number {
   }
   return total;
 }
+
+/**
+ * The structured form of a monitor (`{ type: NAME, ... }`): every key other than `type` must be one the monitor
+ * knows. `what` names it in the message ("an http monitor"). `hint` replaces the default "known: a, b" in the message.
+ */
+export function checkMonitorKeys(input: object, known: readonly string[], path: string, what: string, hint?: string): void {
+  for (const key of Object.keys(input)) {
+    if (key !== 'type' && !known.includes(key)) {
+      throw valueError(`${path}.${key}`, `unknown key for ${what} (${hint ?? `known: ${known.join(', ')}`})`);
+    }
+  }
+}

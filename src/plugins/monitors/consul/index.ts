@@ -14,6 +14,7 @@
 import type { MonitorPlugin } from '../../../plugin-api.js';
 import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
 import { valueError } from '../../../core/errors.js';
+import { checkMonitorKeys } from '../../../core/values.js';
 
 export interface ConsulMonitorParams {
   /** API base including /v1. */
@@ -46,9 +47,7 @@ const consulMonitor: MonitorPlugin = {
     if (typeof input === 'string') {
       if (input.trim() !== '') throw valueError(ctx.path, `"consul:${input}": the consul monitor takes no argument (write "consul")`);
     } else {
-      for (const key of Object.keys(input)) {
-        if (key !== 'type') throw valueError(`${ctx.path}.${key}`, 'unknown key for a consul monitor (it takes none: the app name is the Consul service)');
-      }
+      checkMonitorKeys(input, [], ctx.path, 'a consul monitor', 'it takes none: the app name is the Consul service');
     }
     const consul = ctx.consul;
     if (!consul || !consul.addr) throw valueError(ctx.path, 'a consul monitor needs agent.consul_addr (Consul is off)');

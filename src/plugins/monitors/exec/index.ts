@@ -5,6 +5,7 @@
 import type { MonitorPlugin } from '../../../plugin-api.js';
 import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
 import { valueError } from '../../../core/errors.js';
+import { checkMonitorKeys } from '../../../core/values.js';
 
 export interface ExecParams {
   command: string;
@@ -19,11 +20,7 @@ const execMonitor: MonitorPlugin = {
   workerModule: new URL('./check.js', import.meta.url).href,
   parse(input, ctx) {
     const command = typeof input === 'string' ? input : input.command;
-    if (typeof input === 'object') {
-      for (const key of Object.keys(input)) {
-        if (key !== 'type' && key !== 'command') throw valueError(`${ctx.path}.${key}`, 'unknown key for an exec monitor (known: command)');
-      }
-    }
+    if (typeof input === 'object') checkMonitorKeys(input, ['command'], ctx.path, 'an exec monitor');
     if (typeof command !== 'string' || command.trim() === '') throw valueError(ctx.path, 'an exec monitor needs a command ("exec:CMD")');
     if (command.includes('\0')) throw valueError(ctx.path, 'the exec command contains a NUL byte');
     const params: ExecParams = { command };

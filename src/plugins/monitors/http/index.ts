@@ -5,6 +5,7 @@
 import type { MonitorPlugin } from '../../../plugin-api.js';
 import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
 import { valueError } from '../../../core/errors.js';
+import { checkMonitorKeys } from '../../../core/values.js';
 
 export interface HttpParams {
   url: string;
@@ -20,9 +21,7 @@ const httpMonitor: MonitorPlugin = {
   workerModule: new URL('./check.js', import.meta.url).href,
   parse(input, ctx) {
     const obj = typeof input === 'string' ? { url: input } : input;
-    for (const key of Object.keys(obj)) {
-      if (!['type', 'url', 'expect_status'].includes(key)) throw valueError(`${ctx.path}.${key}`, 'unknown key for an http monitor (known: url, expect_status)');
-    }
+    checkMonitorKeys(obj, ['url', 'expect_status'], ctx.path, 'an http monitor');
     let url: URL;
     try {
       url = new URL(String(obj.url));

@@ -7,13 +7,11 @@
 import type { MonitorPlugin } from '../../../plugin-api.js';
 import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
 import { valueError } from '../../../core/errors.js';
-import { parseAddress, parsePort } from '../../../core/values.js';
+import { checkMonitorKeys, parseAddress, parsePort } from '../../../core/values.js';
 
 export type PortParams =
   | { mode: 'listen'; protocol: 'tcp' | 'udp'; port: number }
   | { mode: 'connect'; protocol: 'tcp'; host: string; port: number };
-
-const STRUCTURED_KEYS = new Set(['type', 'host', 'port', 'protocol']);
 
 const portMonitor: MonitorPlugin = {
   kind: 'monitor',
@@ -30,9 +28,7 @@ const portMonitor: MonitorPlugin = {
       const params: PortParams = { mode: 'listen', protocol: parts[0], port: parsePort(parts[1], ctx.path) };
       return { params, text: `${params.protocol}:${params.port}` };
     }
-    for (const key of Object.keys(input)) {
-      if (!STRUCTURED_KEYS.has(key)) throw valueError(`${ctx.path}.${key}`, `unknown key for a port monitor (known: host, port, protocol)`);
-    }
+    checkMonitorKeys(input, ['host', 'port', 'protocol'], ctx.path, 'a port monitor');
     const protocol = input.protocol ?? 'tcp';
     if (protocol !== 'tcp') {
       throw valueError(`${ctx.path}.protocol`, `${JSON.stringify(protocol)}: a connect check is TCP only (for UDP use "port:udp:N")`);
