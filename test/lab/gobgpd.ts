@@ -31,7 +31,8 @@ export interface Gobgpd {
 }
 
 /** `dir`: where the API socket goes (known before gobgpd starts); a dir given by the caller is not removed. */
-export async function startGobgpd(opts: { ns: string; dir?: string; logLevel?: string }): Promise<Gobgpd> {
+/** `args`: gobgpd's arguments for the API socket `sock` (default: the lab's own, plain logs). */
+export async function startGobgpd(opts: { ns: string; dir?: string; logLevel?: string; args?: (sock: string) => string[] }): Promise<Gobgpd> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vc-gobgpd-'));
   const sock = join(dir, 'gobgp.sock');
   let child: ChildProcess;
@@ -42,7 +43,7 @@ export async function startGobgpd(opts: { ns: string; dir?: string; logLevel?: s
     // A socket left by a killed gobgpd makes the new one fail to listen.
     rmSync(sock, { force: true });
     out = '';
-    child = nsSpawn(opts.ns, 'gobgpd', ['--pprof-disable', '-p', '-l', opts.logLevel ?? 'info', '--api-hosts', `unix://${sock}`]);
+    child = nsSpawn(opts.ns, 'gobgpd', opts.args?.(sock) ?? ['--pprof-disable', '-p', '-l', opts.logLevel ?? 'info', '--api-hosts', `unix://${sock}`]);
     const append = (b: Buffer) => {
       out += b.toString();
       if (out.length > 1_000_000) out = out.slice(-500_000);

@@ -32,8 +32,8 @@ export interface Stack {
   baseConfig(extraAgent?: string, opts?: { listenAddr?: string; localAs?: number; peers?: string; localIp?: boolean }): string;
   /** Write `vipcast.yaml` (or `name`) in dir; returns its path. */
   writeConfig(yaml: string, name?: string): string;
-  /** Start vipcast inside the node namespace. */
-  startVipcast(configFile: string, args?: string[]): DaemonProcess;
+  /** Start vipcast inside the node namespace (`env` added to the test's own). */
+  startVipcast(configFile: string, args?: string[], env?: NodeJS.ProcessEnv): DaemonProcess;
   /** Routes BIRD received from vipcast, optionally one prefix. */
   routes(prefix?: string): Promise<BirdRoute[]>;
   destroy(): Promise<void>;
@@ -44,6 +44,8 @@ export interface StackOptions {
   second?: { password?: string };
   /** The main session accepts any peer AS (a test that changes vipcast's local AS). */
   anyPeerAs?: boolean;
+  /** gobgpd's arguments for its API socket (default: the lab's). */
+  gobgpdArgs?: (sock: string) => string[];
 }
 
 export async function createStack(opts: StackOptions = {}): Promise<Stack> {
@@ -66,7 +68,7 @@ export async function createStack(opts: StackOptions = {}): Promise<Stack> {
     }
     const bird = await startBird({ ns: lab.b, config: () => birdConfig({ routerId: lab.ipB, protocols }) });
     cleanups.unshift(() => bird.stop());
-    const gobgpd = await startGobgpd({ ns: lab.a, dir: mkdtempSync(join(dir, 'gobgpd-')) });
+    const gobgpd = await startGobgpd({ ns: lab.a, dir: mkdtempSync(join(dir, 'gobgpd-')), ...(opts.gobgpdArgs ? { args: opts.gobgpdArgs } : {}) });
     cleanups.unshift(() => gobgpd.stop());
     const stack: Stack = {
       lab, second, node: lab.a, tor: lab.b, bird, gobgpd, dir, protocol,
@@ -91,8 +93,8 @@ ${o.peers ?? ''}`;
         writeFileSync(file, yaml);
         return file;
       },
-      startVipcast(configFile, args = []) {
-        const d = new DaemonProcess(['run', '-c', configFile, ...args], { netns: lab.a });
+      startVipcast(configFile, args = [], env = {}) {
+        const d = new DaemonProcess(['run', '-c', configFile, ...args], { netns: lab.a, env });
         daemons.push(d);
         return d;
       },

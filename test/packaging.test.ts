@@ -1,0 +1,86 @@
+/**
+ * The systemd unit pair in packaging/systemd, as far as it runs without systemd as PID 1: the two units agree with
+ * each other and with vipcast (socket path, exit code, signals), and the exact gobgpd command line of
+ * gobgpd-vipcast.service, driven by vipcast through the unit's Environment=, gets a route to a real BIRD.
+ * (BindsTo=/PartOf= themselves are systemd's to enforce; gobgp-daemon.test shows why they are needed.)
+ */
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { labSkip, waitFor } from './lab/netns.js';
+import { createStack } from './lab/stack.js';
+import { DaemonProcess } from './helpers/daemon.js';
+
+const run = async (cmd: string, args: string[]) => (await promisify(execFile)(cmd, args, { timeout: 10_000 })).stdout;
+
+const UNITS = fileURLToPath(new URL('../../packaging/systemd/', import.meta.url));
+
+/** A unit file as key -> every value it is given (comments and blank lines dropped; sections ignored). */
+function readUnit(name: string): Map<string, string[]> {
+  const unit = new Map<string, string[]>();
+  for (const raw of readFileSync(join(UNITS, name), 'utf8').split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith('[')) continue;
+    const eq = line.indexOf('=');
+    const key = line.slice(0, eq);
+    unit.set(key, [...(unit.get(key) ?? []), line.slice(eq + 1)]);
+  }
+  return unit;
+}
+const one = (unit: Map<string, string[]>, key: string): string => {
+  const v = unit.get(key);
+  if (v?.length !== 1) throw new Error(`${key}: want exactly one value, found ${JSON.stringify(v)}`);
+  return v[0]!;
+};
+const words = (unit: Map<string, string[]>, key: string): string[] => (unit.get(key) ?? []).flatMap((v) => v.split(/\s+/));
+
+const vipcastUnit = readUnit('vipcast.service');
+const gobgpdUnit = readUnit('gobgpd-vipcast.service');
+const gobgpdArgv = one(gobgpdUnit, 'ExecStart').split(/\s+/);
+const apiHosts = gobgpdArgv[gobgpdArgv.indexOf('--api-hosts') + 1]!;
+const envAddress = (vipcastUnit.get('Environment') ?? []).map((e) => /^VIPCAST_GOBGP_ADDRESS=(.*)$/.exec(e)?.[1]).find(Boolean);
+
+t.test('the two units agree with each other and with vipcast', async (t) => {
+  t.match(apiHosts, /^unix:\/\/\//, 'gobgpd serves its API on a unix socket');
+  t.equal(envAddress, apiHosts, 'vipcast.service points VIPCAST_GOBGP_ADDRESS at the socket gobgpd-vipcast.service serves');
+  t.equal(dirname(apiHosts.slice('unix://'.length)), `/run/${one(gobgpdUnit, 'RuntimeDirectory')}`, 'the socket is in the unit\'s RuntimeDirectory');
+  t.ok(existsSync(gobgpdArgv[0]!), `${gobgpdArgv[0]} exists (where Debian's gobgpd package puts it)`);
+  for (const key of ['BindsTo', 'PartOf', 'Before']) t.ok(words(gobgpdUnit, key).includes('vipcast.service'), `gobgpd-vipcast.service ${key}=vipcast.service`);
+  for (const key of ['Wants', 'After']) t.ok(words(vipcastUnit, key).includes('gobgpd-vipcast.service'), `vipcast.service ${key}=gobgpd-vipcast.service`);
+  t.equal(one(gobgpdUnit, 'Type'), 'notify');
+  t.ok(gobgpdArgv.includes('--sdnotify'), 'Type=notify goes with gobgpd --sdnotify');
+  t.equal(one(vipcastUnit, 'KillSignal'), 'SIGTERM', 'stop = SIGTERM, which withdraws everything');
+  t.equal(one(vipcastUnit, 'ExecReload'), '/bin/kill -HUP $MAINPID', 'reload = SIGHUP');
+  t.same(one(vipcastUnit, 'ExecStart').split(/\s+/).slice(1, 3), ['run', '-c'], 'ExecStart runs `vipcast run -c FILE`');
+});
+
+t.test('RestartPreventExitStatus matches the exit code of vipcast run with an invalid config', async (t) => {
+  const file = join(t.testdir(), 'bad.yaml');
+  writeFileSync(file, 'bgp: { local_as: 0 }\n');
+  const d = new DaemonProcess(['run', '-c', file]);
+  const { code } = await d.exited;
+  t.equal(String(code), one(vipcastUnit, 'RestartPreventExitStatus'), 'systemd does not restart a daemon whose config is invalid');
+});
+
+t.test('gobgpd with the unit\'s exact command line, vipcast with the unit\'s Environment=: the route reaches BIRD', { skip: labSkip(['gobgpd', 'gobgp', 'bird', 'birdc']) }, async (t) => {
+  const UNIT_SOCK = apiHosts.slice('unix://'.length);
+  // Only the socket moves (to the lab's temp dir): /run/gobgpd-vipcast is systemd's to create.
+  const s = await createStack({ gobgpdArgs: (sock) => gobgpdArgv.slice(1).map((a) => a.replace(UNIT_SOCK, sock)) });
+  t.teardown(() => s.destroy());
+  // routing.gobgp.address in the file points nowhere: the unit's environment variable must win.
+  const yaml = `${s.baseConfig()}apps:\n  - { name: a, vip: 198.18.217.1/32 }\n`.replace(s.gobgpd.address, 'unix:///nonexistent/gobgp.sock');
+  t.notOk(yaml.includes(s.gobgpd.address), 'the file does not name the real socket');
+  const d = s.startVipcast(s.writeConfig(yaml), [], { VIPCAST_GOBGP_ADDRESS: envAddress!.replace(UNIT_SOCK, s.gobgpd.sock) });
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route at BIRD');
+  t.same((await s.routes()).map((r) => r.prefix), ['198.18.217.1/32']);
+  t.match(s.gobgpd.output(), /level=info/, 'plain logs (--log-plain)');
+  // packaging/README.md's inspection command, against the moved socket.
+  const rib = await run('gobgp', ['--target', `unix://${s.gobgpd.sock}`, 'global', 'rib']);
+  t.match(rib, /198\.18\.217\.1\/32/, '`gobgp --target unix://... global rib` shows the route');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+  t.same(await s.routes(), [], 'SIGTERM withdrew the route');
+});
