@@ -3,7 +3,7 @@
  * host changes are read from its JSON log lines.
  */
 import t from 'tap';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -13,11 +13,58 @@ const pexec = promisify(execFile);
 
 const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
 
+/** Replace `from` (which must be there) everywhere in `text`. */
+function swap(text: string, from: string, to: string): string {
+  if (!text.includes(from)) throw new Error(`examples/vipcast.yaml no longer contains ${JSON.stringify(from)}`);
+  return text.split(from).join(to);
+}
+
 function config(dir: string, body: string): string {
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, body);
   return file;
 }
+
+t.test('the quick start: examples/vipcast.yaml as `npm start` runs it announces dns at once; the flag file withdraws it; web follows its port', async (t) => {
+  // The bundled example, with only its host-wide names moved so the test cannot collide with anything.
+  const dir = t.testdir();
+  const flag = join(dir, 'dns-down');
+  const [webPort, apiPort] = [await freePort(), await freePort()];
+  let text = readFileSync(new URL('../../examples/vipcast.yaml', import.meta.url), 'utf8');
+  text = swap(text, '/tmp/vipcast-example-dns-down', flag);
+  text = swap(text, 'port:tcp:8080', `port:tcp:${webPort}`);
+  text = swap(text, '127.0.0.1:9180', `127.0.0.1:${apiPort}`);
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const startArgs = pkg.scripts.start.split('node bin/vipcast.js ')[1]!.split(' ');
+  t.same(startArgs, ['run', '-c', 'examples/vipcast.yaml', '--dry-run'], 'npm start runs this');
+  const d = new DaemonProcess(startArgs.map((a) => (a === 'examples/vipcast.yaml' ? config(dir, text) : a)));
+  t.teardown(() => d.stop());
+  const started = performance.now();
+  const v4 = await d.waitLine(isRoute('announce', '198.18.100.53/32'), 5000, 'dns announced');
+  await d.waitLine(isRoute('announce', '2001:db8:100::53/128'), 1000, 'dns IPv6 VIP announced');
+  t.comment(`dns announced ${Math.round(v4.at - started)} ms after start, with no action`);
+  t.same(v4.communities, ['65001:100', '65001:53'], 'global then app community');
+  t.notOk(d.lines.some(isRoute('announce', '198.18.100.10/32')), 'web is DOWN: nothing listens on its port');
+
+  let from = d.lines.length;
+  writeFileSync(flag, '');
+  await d.waitLine(isRoute('withdraw', '198.18.100.53/32'), 5000, 'dns withdrawn after the flag file appears', from);
+  await d.waitLine(isRoute('withdraw', '2001:db8:100::53/128'), 1000, 'dns IPv6 VIP withdrawn', from);
+  from = d.lines.length;
+  rmSync(flag);
+  await d.waitLine(isRoute('announce', '198.18.100.53/32'), 5000, 'dns back once the flag file is gone', from);
+
+  from = d.lines.length;
+  const server = await listen(webPort);
+  await d.waitLine(isRoute('announce', '198.18.100.10/32'), 5000, 'web announced once its port listens', from);
+  await closeServer(server);
+  await d.waitLine(isRoute('withdraw', '198.18.100.10/32'), 5000, 'web withdrawn once its port closes', from);
+  const status = JSON.parse(await (await fetch(`http://127.0.0.1:${apiPort}/status`)).text()) as { routing: string; apps: Array<{ name: string; state: string }> };
+  t.equal(status.routing, 'dry-run');
+  t.same(status.apps.map((a) => [a.name, a.state]).sort(), [['dns', 'up'], ['web', 'down']]);
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+});
 
 t.test('a port-checked app is announced when its listener opens, withdrawn when it closes, and SIGTERM withdraws all', async (t) => {
   const dir = t.testdir();
