@@ -58,6 +58,7 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     checkWorkers: 4,
     pidFile: path.join(root, 'test/fixtures/configs/run/vipcast.pid'),
     stateFile: path.join(root, 'test/fixtures/configs/run/host-state.json'),
+    shutdownDrainMs: 2500,
   });
   t.equal(config.bgp.localAs, 4200000001);
   t.equal(config.bgp.localIp, '198.18.0.2');
@@ -116,6 +117,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     checkWorkers: 2,
     pidFile: '',
     stateFile: '/run/vipcast/host-state.json',
+    shutdownDrainMs: 0,
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
   t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051' } });
@@ -257,6 +259,8 @@ const BAD: Bad[] = [
   { yaml: 'agent: { monitor_interval: "-5s" }', path: 'agent.monitor_interval', message: 'is not a duration' },
   { yaml: 'agent: { cleanup_timer: 0s }', path: 'agent.cleanup_timer', message: 'must be more than 0) (to remove at once, set agent.remove_vip_on_withdraw: true)' },
   { yaml: 'agent: { cleanup_timer: 1000h }', path: 'agent.cleanup_timer', message: 'is too long' },
+  { yaml: 'agent: { shutdown_drain: 6s }', path: 'agent.shutdown_drain', message: '"6s" is too long (at most 5s: vipcast exits within 10 s of a signal and the withdraw needs the rest)' },
+  { yaml: 'agent: { shutdown_drain: 3 }', path: 'agent.shutdown_drain', message: '3 has no unit (write "3s" or "3ms")' },
   { yaml: 'agent: { consul_query_interval: 100ms }', path: 'agent.consul_query_interval', message: 'minimum 1s' },
   { yaml: 'agent: { check_timeout: 20s }', path: 'agent.check_timeout', message: '20s is longer than agent.monitor_interval 10s' },
   { yaml: 'agent: { check_timeout: 0s }', path: 'agent.check_timeout', message: 'is too short (minimum 10ms)' },

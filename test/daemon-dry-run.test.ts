@@ -134,6 +134,38 @@ apps:
   t.ok(firstRemove > lastWithdraw, 'addresses are removed only after every withdraw');
 });
 
+t.test('agent.shutdown_drain: SIGTERM re-announces every route with 65535:0, withdraws after the drain, exits 0', async (t) => {
+  const dir = t.testdir();
+  const file = config(dir, `
+agent: { listen_addr: "", monitor_interval: 200ms, shutdown_drain: 800ms }
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, local_ip: 198.18.0.2, communities: ["65001:100"], peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+apps:
+  - { name: a, vip: [198.18.100.90/32, 2001:db8:100::90/128] }
+`);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '2001:db8:100::90/128'), 5000, 'announce');
+  await d.waitLine(isRoute('announce', '198.18.100.90/32'), 1000, 'announce');
+  const from = d.lines.length;
+  d.kill('SIGTERM');
+  const { code } = await d.exited;
+  t.equal(code, 0);
+  const after = d.lines.slice(from);
+  const routes = after.filter((l) => l.event === 'route');
+  t.same(routes.map((l) => `${l.action} ${l.prefix}`).sort(), [
+    'announce 198.18.100.90/32', 'announce 2001:db8:100::90/128', 'withdraw 198.18.100.90/32', 'withdraw 2001:db8:100::90/128',
+  ]);
+  const drained = routes.filter((l) => l.action === 'announce');
+  t.ok(drained.every((l) => JSON.stringify(l.communities) === '["65001:100","65535:0"]'), 'the drain re-announce adds 65535:0 to the route\'s own communities');
+  t.ok(drained.every((l) => /shutdown drain/.test(String(l.reason))), 'its reason says why');
+  const lastAnnounce = Math.max(...drained.map((l) => l.time));
+  const firstWithdraw = Math.min(...routes.filter((l) => l.action === 'withdraw').map((l) => l.time));
+  t.same(routes.map((l) => l.action), ['announce', 'announce', 'withdraw', 'withdraw'], 'every re-announce before any withdraw');
+  t.ok(firstWithdraw - lastAnnounce >= 790, `withdrawn ${firstWithdraw - lastAnnounce} ms after the re-announce (drain 800 ms)`);
+  t.ok(after.some((l) => l.event === 'drain' && l.routes === 2 && l.drain_ms === 800), 'a drain line says how many routes and how long');
+});
+
 t.test('gocast -config flag runs the same daemon; a second SIGTERM is not needed', async (t) => {
   const dir = t.testdir();
   const file = config(dir, `

@@ -187,6 +187,41 @@ t.test('shutdown withdraws every route, then removes NAT rules, then addresses',
   t.equal(s.journal.entries.length, 5, 'no pass runs after shutdown');
 });
 
+t.test('shutdown with a drain: every route re-announced with 65535:0 (no withdraw), then withdrawn after the drain', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1014', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.12.2/32', '2001:db8:12::2/128'], monitors: ['port:tcp:1014'], communities: ['65000:7'] }));
+  s.registry.upsert(makeApp('gshut', { vips: ['198.18.12.3/32'], monitors: ['port:tcp:1014'], communities: ['graceful-shutdown'] }));
+  await waitFor(() => s.router.rib.size === 3, 2000, 'announce');
+  s.journal.clear();
+  s.health.close();
+  const t0 = performance.now();
+  const done = s.rec.shutdown('SIGTERM', 300);
+  await waitFor(() => s.journal.entries.length === 2, 1000, 'drain announces');
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(s.journal.entries.slice().sort(), [
+    'announce 198.18.12.2/32 65000:1,65000:7,65535:0',
+    'announce 2001:db8:12::2/128 65000:1,65000:7,65535:0',
+  ], 'each route once more with graceful-shutdown added, before any withdraw; the one that had it already is not re-sent');
+  t.equal(s.router.rib.size, 3, 'nothing withdrawn during the drain');
+  await done;
+  const elapsed = performance.now() - t0;
+  t.ok(elapsed >= 290, `the withdraws waited for the drain (${Math.round(elapsed)} ms)`);
+  t.same(s.journal.entries.slice(2, 5).sort(), ['withdraw 198.18.12.2/32', 'withdraw 198.18.12.3/32', 'withdraw 2001:db8:12::2/128']);
+  t.equal(s.router.rib.size, 0);
+});
+
+t.test('shutdown with a drain and nothing announced: no wait', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.health.close();
+  const t0 = performance.now();
+  await s.rec.shutdown('SIGTERM', 5000);
+  t.ok(performance.now() - t0 < 4000, 'returned without waiting out the drain');
+  t.same(s.journal.entries, ['nat'], 'only the host cleanup');
+});
+
 t.test('after a restart, a path left by the earlier run is kept until the app is checked, then adopted without an UPDATE', async (t) => {
   const s = setup();
   t.teardown(s.close);

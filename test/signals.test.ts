@@ -1,9 +1,11 @@
 /**
- * Shutdown under a stuck speaker: gobgpd frozen with SIGSTOP, so every withdraw hangs. One SIGTERM still ends the
- * daemon within 10 s; a second signal during the shutdown exits at once.
+ * Shutdown against a real gobgpd and BIRD. Under a stuck speaker (gobgpd frozen with SIGSTOP, so every withdraw
+ * hangs) one SIGTERM still ends the daemon within 10 s and a second signal exits at once. With agent.shutdown_drain
+ * the route stays at BIRD with GRACEFUL_SHUTDOWN for the drain, then goes.
  */
 import t, { type Test } from 'tap';
 import { labSkip, waitFor } from './lab/netns.js';
+import { sameInstant } from './lab/bird.js';
 import { createStack, type Stack } from './lab/stack.js';
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
@@ -42,4 +44,29 @@ t.test('a second signal during a stuck shutdown exits at once with code 1', { sk
   t.equal(code, 1);
   t.ok(performance.now() - t0 < 1000, `exited ${Math.round(performance.now() - t0)} ms after the second signal`);
   t.ok(d.lines.some((l) => l.msg === 'second signal: exiting now'));
+});
+
+t.test('SIGTERM with agent.shutdown_drain: BIRD keeps the route, now with (65535,0), for the drain; then it is withdrawn', { skip }, async (t) => {
+  const s = await createStack();
+  t.teardown(() => s.destroy());
+  const d = s.startVipcast(s.writeConfig(`${s.baseConfig('  shutdown_drain: 2s\n')}apps:\n  - { name: a, vip: 198.18.219.1/32, vip_config: { bgp_communities: ["65001:219"] } }\n`));
+  await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
+  t.same((await s.routes())[0]!.communities, ['65001:219']);
+  const session = (await s.bird.protocol(s.protocol)).since;
+  const t0 = performance.now();
+  d.kill('SIGTERM');
+  const marked = await waitFor(async () => {
+    const r = await s.routes();
+    return r.length === 1 && r[0]!.communities.includes('65535:0') ? r[0]! : undefined;
+  }, 3000, 'the route with graceful-shutdown at BIRD', 20);
+  const seen = performance.now() - t0;
+  t.same(marked!.communities.sort(), ['65001:219', '65535:0'], 'the same route, its own community plus GRACEFUL_SHUTDOWN');
+  await new Promise((r) => setTimeout(r, 1000));
+  t.equal((await s.routes()).length, 1, 'still announced a second into the drain');
+  t.ok(sameInstant((await s.bird.protocol(s.protocol)).since, session), 'the session was not reset by the re-announce');
+  await waitFor(async () => (await s.routes()).length === 0, 5000, 'withdraw after the drain', 20);
+  const gone = performance.now() - t0;
+  t.comment(`graceful-shutdown at BIRD ${Math.round(seen)} ms after SIGTERM, withdrawn at ${Math.round(gone)} ms (drain 2 s)`);
+  t.ok(gone - seen >= 1500, `the withdraw came about a drain (2 s) after the re-announce, not at once (${Math.round(gone - seen)} ms)`);
+  t.equal((await d.exited).code, 0);
 });

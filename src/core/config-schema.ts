@@ -85,6 +85,17 @@ export function duration(minMs: number, hint = ''): (value: unknown, path: strin
   };
 }
 
+/** The most a shutdown drain may last: vipcast exits within 10 s of a signal, and the withdraw needs the rest. */
+export const MAX_SHUTDOWN_DRAIN_MS = 5000;
+
+export function shutdownDrain(value: unknown, path: string): number {
+  const ms = duration(0)(value, path);
+  if (ms > MAX_SHUTDOWN_DRAIN_MS) {
+    throw valueError(path, `"${String(value)}" is too long (at most ${formatMs(MAX_SHUTDOWN_DRAIN_MS)}: vipcast exits within 10 s of a signal and the withdraw needs the rest)`);
+  }
+  return ms;
+}
+
 export function integer(min: number, max: number): (value: unknown, path: string) => number {
   return (value, path) => {
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -257,6 +268,11 @@ export const SCHEMA: Tree = {
     check_workers: { doc: 'worker threads running checks', default: 2, parse: integer(1, 64) },
     pid_file: { doc: 'file `vipcast run` writes its pid to; "" = none', default: '', parse: pidFile },
     state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: '/run/vipcast/host-state.json', parse: pidFile },
+    shutdown_drain: {
+      doc: 'on SIGTERM/SIGINT, re-announce every route with the graceful-shutdown community and wait this long before withdrawing; "0s" = off',
+      default: '0s',
+      parse: shutdownDrain,
+    },
   },
   bgp: {
     local_as: { doc: 'our AS number (required with routing.plugin gobgp)', default: undefined, parse: parseAsn },

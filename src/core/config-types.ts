@@ -27,6 +27,11 @@ export interface AgentConfig {
   readonly pidFile: string;
   /** Where the host network records the addresses vipcast added, so a restart after a crash knows them. */
   readonly stateFile: string;
+  /**
+   * Graceful shutdown (RFC 8326): on SIGTERM/SIGINT every route is re-announced with GRACEFUL_SHUTDOWN (65535:0) and
+   * withdrawn this many ms later, so routers that honour it move traffic away first. 0 = withdraw at once.
+   */
+  readonly shutdownDrainMs: number;
 }
 
 export interface BgpConfig {

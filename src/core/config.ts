@@ -356,6 +356,7 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
     checkWorkers: get<number>('agent.check_workers'),
     pidFile: pid === '' ? '' : path.resolve(baseDir, pid),
     stateFile: state === '' ? '/run/vipcast/host-state.json' : path.resolve(baseDir, state),
+    shutdownDrainMs: get<number>('agent.shutdown_drain'),
   });
 }
 

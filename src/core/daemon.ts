@@ -263,7 +263,8 @@ export class Daemon {
     this.consul = undefined;
     if (consul) await withTimeout(consul.close(), 1000, 'consul discovery close', this.log);
     this.health?.close();
-    if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason), 7000, 'withdraw and cleanup', this.log);
+    const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
+    if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
     if (this.generation) {
       await withTimeout(this.generation.router.close(), 1000, 'router close', this.log);
       await withTimeout(this.generation.host.close(), 1000, 'host close', this.log);

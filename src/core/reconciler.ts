@@ -20,6 +20,10 @@ import type { HealthTracker } from './health.js';
 import type { Logger } from './logger.js';
 import { routeKey } from '../plugins/routing/route-attributes.js';
 import { SerialQueue } from './serial-queue.js';
+import { parseCommunity } from './values.js';
+
+/** RFC 8326 GRACEFUL_SHUTDOWN, 65535:0. */
+const GRACEFUL_SHUTDOWN: Community = parseCommunity('graceful-shutdown', 'graceful-shutdown');
 
 export interface ReconcilerOptions {
   bgp: Pick<BgpConfig, 'communities' | 'origin'>;
@@ -172,9 +176,10 @@ export class Reconciler {
 
   /**
    * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
-   * queue after whatever is in flight; no pass runs after it.
+   * queue after whatever is in flight; no pass runs after it. With `drainMs` > 0 every route is first re-announced
+   * with the graceful-shutdown community (RFC 8326) and withdrawn that much later.
    */
-  async shutdown(reason = 'shutdown'): Promise<void> {
+  async shutdown(reason = 'shutdown', drainMs = 0): Promise<void> {
     this.stopped = true;
     clearTimeout(this.resyncTimer);
     clearTimeout(this.retryTimer);
@@ -185,7 +190,11 @@ export class Reconciler {
         return [...(this.model?.routes.values() ?? [])];
       });
       const model = this.model ?? { routes: new Map<string, Route>(), vips: new Map<string, VipBinding>(), nat: [] };
-      let rest = routes;
+      const logFailure = (app: string, what: string, err: unknown) => {
+        this.stats.errors++;
+        this.log.error({ err, app }, `${what} failed at shutdown`);
+      };
+      let rest = drainMs > 0 && routes.length > 0 ? await this.drain(model, routes, drainMs, logFailure) : routes;
       if (rest.length >= BULK_MIN && this.router.withdrawMany) {
         try {
           await this.router.withdrawMany(rest, reason);
@@ -195,10 +204,6 @@ export class Reconciler {
           this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
         }
       }
-      const logFailure = (app: string, what: string, err: unknown) => {
-        this.stats.errors++;
-        this.log.error({ err, app }, `${what} failed at shutdown`);
-      };
       for (const r of rest) await this.withdrawStep(model, r, reason, logFailure);
       // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
       await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
@@ -207,6 +212,22 @@ export class Reconciler {
         this.model.nat = [];
       }
     });
+  }
+
+  /**
+   * Graceful shutdown drain: every route again with GRACEFUL_SHUTDOWN added (an implicit replace, no withdraw), so
+   * routers that honour RFC 8326 lower its preference and move traffic to other hosts; then wait. Returns the routes
+   * as now announced, for the withdraw. A route whose re-announce fails is still withdrawn after the wait.
+   */
+  private async drain(model: Model, routes: readonly Route[], ms: number, fail: (app: string, what: string, err: unknown) => void): Promise<Route[]> {
+    const has = (r: Route) => r.communities.some((c) => c.text === GRACEFUL_SHUTDOWN.text);
+    const marked = routes.map((r) => (has(r) ? r : { ...r, communities: [...r.communities, GRACEFUL_SHUTDOWN] }));
+    // A route that already carries it (an app configured with graceful-shutdown) is not sent again.
+    const changed = marked.filter((r, i) => r !== routes[i]);
+    await this.announceStep(model, changed.map((route) => ({ route, replaces: true })), fail, 'shutdown drain (graceful-shutdown)');
+    this.log.info({ event: 'drain', routes: marked.length, drain_ms: ms }, `graceful shutdown: ${marked.length} routes carry 65535:0; withdrawing them in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, ms));
+    return marked;
   }
 
   /** Stop timers without touching the world (used when a reload replaces this reconciler's options). */
@@ -426,11 +447,11 @@ export class Reconciler {
   }
 
   /** Many routes at once (a resync after a speaker restart) go in bulk when the router can; else one by one. */
-  private async announceStep(model: Model, list: Array<{ route: Route; replaces: boolean }>, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
+  private async announceStep(model: Model, list: Array<{ route: Route; replaces: boolean }>, fail: (app: string, what: string, err: unknown) => void, reason?: string): Promise<void> {
     let pending = list;
     if (pending.length >= BULK_MIN && this.router.announceMany) {
       try {
-        await this.router.announceMany(pending.map((x) => x.route), 'app is up (bulk)');
+        await this.router.announceMany(pending.map((x) => x.route), reason ?? 'app is up (bulk)');
         for (const { route } of pending) this.recordAnnounce(model, route);
         pending = [];
       } catch (err) {
@@ -439,7 +460,7 @@ export class Reconciler {
     }
     for (const { route, replaces } of pending) {
       try {
-        await this.router.announce(route, replaces ? 'attributes changed' : 'app is up');
+        await this.router.announce(route, reason ?? (replaces ? 'attributes changed' : 'app is up'));
         this.recordAnnounce(model, route);
       } catch (err) {
         fail(route.app, `announce ${route.prefix.text}`, err);
