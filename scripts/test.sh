@@ -9,6 +9,7 @@ command -v gobgpd >/dev/null || need_pkgs+=(gobgpd)
 command -v bird >/dev/null || need_pkgs+=(bird2)
 command -v iptables-restore >/dev/null || need_pkgs+=(iptables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v conntrack >/dev/null || need_pkgs+=(conntrack)
 [ -d /usr/share/gocode/src/github.com/osrg/gobgp/api ] || need_pkgs+=(golang-github-osrg-gobgp-dev)
 command -v pkill >/dev/null || need_pkgs+=(procps)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -153,6 +153,50 @@ t.test('NAT: clients in another namespace and on the node reach VIP:53 over TCP 
   t.same(await host.listNat(), [], 'no rules listed');
 });
 
+t.test('a changed UDP NAT target reaches a client that keeps its source port (stale conntrack entries cleared); TCP flows are left alone', { skip: skip || labSkip(['conntrack']) }, async (t) => {
+  const dir = t.testdir({});
+  const lab = await withLab(t);
+  const host = await newHost(dir, lab);
+  const { v4, v6 } = vipsOf(lab, 11);
+  const [ip4, ip6] = [v4.split('/')[0]!, v6.split('/')[0]!];
+  await nsRun(lab.b, 'ip', ['route', 'add', v4, 'via', lab.ipA]);
+  await nsRun(lab.b, 'ip', ['-6', 'route', 'add', v6, 'via', lab.ip6A]);
+  const servers: ChildProcess[] = [];
+  for (const port of [8053, 9053]) servers.push(await startServer(lab.a, lab.ipA, port), await startServer(lab.a, lab.ip6A, port));
+  t.teardown(() => servers.forEach((s) => s.kill()));
+  await host.addVip(vip('dns', v4));
+  await host.addVip(vip('dns', v6));
+  const rules = (target: number) => [nat('dns', v4, `udp:53:${target}`), nat('dns', v6, `udp:53:${target}`), nat('dns', v4, `tcp:53:${target}`)];
+
+  await host.setNat(rules(8053));
+  t.equal(await probe(lab.b, 'tcp', ip4, 53), `srv tcp ${lab.ipA}:8053 from ${lab.ipB}`);
+  t.equal(await probe(lab.b, 'udp', ip4, 53, 40053), `srv udp ${lab.ipA}:8053 from ${lab.ipB}`);
+  t.equal(await probe(lab.b, 'udp', ip6, 53, 40053), `srv udp ${lab.ip6A}:8053 from ${lab.ip6B}`);
+  const entries = async () => nsRun(lab.a, 'conntrack', ['-L', '-p', 'udp', '--orig-port-dst', '53']);
+  t.match(await entries(), /sport=8053/, 'the kernel tracks the flow with the 8053 translation');
+
+  await host.setNat(rules(9053));
+  t.notMatch(await entries(), /sport=8053/, 'the entries translated to the old target are gone');
+  t.match(await nsRun(lab.a, 'conntrack', ['-L', '-p', 'tcp', '--orig-port-dst', '53']), /sport=8053/, 'the TCP connection\'s entry is left alone');
+  t.equal(await probe(lab.b, 'udp', ip4, 53, 40053), `srv udp ${lab.ipA}:9053 from ${lab.ipB}`, 'the same client (same source port) now lands on the new target');
+  t.equal(await probe(lab.b, 'udp', ip6, 53, 40053), `srv udp ${lab.ip6A}:9053 from ${lab.ip6B}`, 'IPv6 too');
+
+  // An unchanged rule set clears nothing: the flow keeps its entry.
+  await host.setNat(rules(9053));
+  t.match(await entries(), /sport=9053/, 'entries for the rules in force are kept');
+
+  // Without the conntrack tool: setNat still succeeds (new flows get the new rules), one warning says what is lost.
+  const lines: Array<{ level: number; msg: string }> = [];
+  const { Writable } = await import('node:stream');
+  const destination = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as { level: number; msg: string }); cb(); } });
+  const bare = await newHost(dir, lab, { conntrackBinary: '/nonexistent/conntrack', log: createLogger({ destination, pretty: false }) });
+  await bare.setNat(rules(8053));
+  await bare.setNat(rules(9053));
+  t.equal(await probe(lab.b, 'udp', ip4, 53, 40054), `srv udp ${lab.ipA}:9053 from ${lab.ipB}`, 'a new flow gets the rules in force');
+  const warnings = lines.filter((l) => l.level === 40 && /conntrack is not installed/.test(l.msg));
+  t.equal(warnings.length, 1, 'one warning, not one per rule or per change');
+});
+
 t.test('setNat replaces the whole set atomically, keeps exactly one jump each, and rewrites rules aimed at an old local_ip', { skip }, async (t) => {
   const dir = t.testdir({});
   const lab = await withLab(t);

@@ -25,7 +25,7 @@ u.bind(Number(port), host, ready);
 
 const CLIENT = `
 const net = require('node:net'), dgram = require('node:dgram');
-const [, proto, host, port] = process.argv;
+const [, proto, host, port, srcPort] = process.argv;
 const done = (s) => { process.stdout.write(String(s).trim()); process.exit(0); };
 setTimeout(() => done('ERR timeout'), 2000);
 if (proto === 'tcp') {
@@ -35,7 +35,8 @@ if (proto === 'tcp') {
   // A connected UDP socket reports ICMP port unreachable as ECONNREFUSED: negative probes return at once.
   const u = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
   u.on('message', (m) => done(m)); u.on('error', (e) => done('ERR ' + e.code));
-  u.connect(Number(port), host, () => u.send('q'));
+  const go = () => u.connect(Number(port), host, () => u.send('q'));
+  if (srcPort) u.bind(Number(srcPort), go); else go();
 }
 `;
 
@@ -54,5 +55,6 @@ export async function startServer(ns: string, host: string, port: number): Promi
   return child;
 }
 
-export const probe = (ns: string, proto: 'tcp' | 'udp', host: string, port: number): Promise<string> =>
-  nsRun(ns, 'node', ['-e', CLIENT, proto, host, String(port)]);
+/** One request, one answer (or "ERR ..."). `srcPort` (UDP): send from this port, as a client that keeps its port. */
+export const probe = (ns: string, proto: 'tcp' | 'udp', host: string, port: number, srcPort?: number): Promise<string> =>
+  nsRun(ns, 'node', ['-e', CLIENT, proto, host, String(port), ...(srcPort ? [String(srcPort)] : [])]);

@@ -78,7 +78,7 @@ export function iptablesBinaries(binary = 'iptables'): IptablesBinaries {
   return { v4: at(base), v4Restore: at(`${base}-restore`), v6: at(v6), v6Restore: at(`${v6}-restore`) };
 }
 
-const PACKAGE_OF: Record<string, string> = { ip: 'iproute2' };
+const PACKAGE_OF: Record<string, string> = { ip: 'iproute2', conntrack: 'conntrack' };
 
 function packageOf(bin: string): string {
   const base = basename(bin);
@@ -130,6 +130,8 @@ export interface LinuxHostNetworkOptions {
   netns?: string;
   /** Where vipcast records the addresses it added. Default /run/vipcast/host-state.json (`host-state-<netns>.json`). */
   stateFile?: string;
+  /** The conntrack tool that clears stale UDP translations after a NAT change (default `conntrack`; tests). */
+  conntrackBinary?: string;
 }
 
 export class LinuxHostNetwork implements HostNetwork {
@@ -139,11 +141,14 @@ export class LinuxHostNetwork implements HostNetwork {
   private readonly bins: IptablesBinaries;
   private records: VipRecord[] | undefined;
   private warnedNoV6 = false;
+  private warnedNoConntrack = false;
+  private readonly conntrack: string;
 
   constructor(private readonly opts: LinuxHostNetworkOptions) {
     // The daemon may hand over a logger that is already the host component's child: don't bind the key twice.
     this.log = opts.log.bindings().component === undefined ? opts.log.child({ component: 'host' }) : opts.log;
     this.bins = iptablesBinaries(opts.iptablesBinary);
+    this.conntrack = opts.conntrackBinary ?? 'conntrack';
     this.stateFile = opts.stateFile ?? join(DEFAULT_STATE_DIR, opts.netns ? `host-state-${opts.netns}.json` : 'host-state.json');
   }
 
@@ -419,6 +424,7 @@ export class LinuxHostNetwork implements HostNetwork {
     for (const { family, mine, to } of plans) {
       const table = await this.natTable(family);
       const chainExists = table.includes(`-N ${NAT_CHAIN}`);
+      const before = table.filter((l) => l.startsWith(`-A ${NAT_CHAIN} `)).map((l) => parseRule(l, family)).filter((b) => b !== undefined);
       // A family never used stays untouched (a host without ip6table_nat keeps working for IPv4).
       if (mine.length === 0 && !chainExists) continue;
       const lines = ['*nat', `:${NAT_CHAIN} - [0:0]`]; // declaring the chain under --noflush flushes it (nft and legacy)
@@ -428,6 +434,38 @@ export class LinuxHostNetwork implements HostNetwork {
       await this.exec(restore, [...XT_WAIT, '--noflush'], lines.join('\n'));
       await this.ensureJumps(family, table);
       this.log.info({ family, rules: mine.map((r) => ({ app: r.app, vip: r.vip.text, nat: r.rule.text, to })) }, 'NAT chain written');
+      const kept = new Set(mine.map((r) => natKey(r.vip.address, r.rule.protocol, r.rule.listenPort, to!, r.rule.targetPort)));
+      for (const b of before) {
+        const { vip, rule } = b.binding;
+        if (rule.protocol === 'udp' && !kept.has(natKey(vip.address, 'udp', rule.listenPort, b.to, rule.targetPort))) {
+          await this.forgetUdpFlows(family, vip.address, rule.listenPort, b.to, rule.targetPort);
+        }
+      }
+    }
+  }
+
+  /**
+   * A UDP "flow" that keeps its source port (a resolver, a syslog sender) would keep the translation of a rule that is
+   * gone for as long as it keeps sending: conntrack entries outlive rule changes. Delete the entries that rule made
+   * (VIP:port translated to the old target), so the next packet is translated by the rules in force. TCP entries
+   * are left alone: an established connection belongs to the service it reached. Best effort: a missing `conntrack`
+   * (Debian package conntrack) is reported once and the rules still apply to every new flow.
+   */
+  private async forgetUdpFlows(family: Family, vip: string, port: number, oldTo: string, oldPort: number): Promise<void> {
+    const args = ['-D', '-f', family, '-p', 'udp', '--orig-dst', vip, '--orig-port-dst', String(port), '--reply-src', oldTo, '--reply-port-src', String(oldPort)];
+    try {
+      const { stderr } = await this.exec(this.conntrack, args);
+      this.log.info({ family, vip, port, old_target: `${oldTo}:${oldPort}`, deleted: /(\d+) flow entr/.exec(stderr)?.[1] }, 'stale UDP conntrack entries deleted');
+    } catch (err) {
+      const e = err as VipcastError;
+      // conntrack exits 1 when no entry matched: nothing to do.
+      if (e.code === 'VIPCAST_ERR_HOST' && /0 flow entries have been deleted/.test(e.message)) return;
+      if (e.code === 'VIPCAST_ERR_HOST_BINARY') {
+        if (!this.warnedNoConntrack) this.log.warn({ err }, 'conntrack is not installed: UDP clients that keep their source port keep a changed NAT rule\'s old target until their entry expires');
+        this.warnedNoConntrack = true;
+        return;
+      }
+      this.log.warn({ err, vip, port }, 'could not delete stale UDP conntrack entries');
     }
   }
 
@@ -502,6 +540,10 @@ function jumpsInto(table: readonly string[]): { chain: string; args: string[] }[
  * One DNAT rule. Target is the node's own address (not 127.0.0.1, which from another host would need
  * net.ipv4.conf.<if>.route_localnet=1).
  */
+function natKey(vip: string, protocol: string, port: number, to: string, targetPort: number): string {
+  return `${vip} ${protocol} ${port} ${to} ${targetPort}`;
+}
+
 function ruleLine(r: NatBinding, to: string): string {
   const dest = r.vip.family === 'ipv6' ? `[${to}]:${r.rule.targetPort}` : `${to}:${r.rule.targetPort}`;
   return [
