@@ -149,9 +149,13 @@ apps:
   await d.waitLine(isRoute('announce', '198.18.100.90/32'), 1000, 'announce');
   const from = d.lines.length;
   d.kill('SIGTERM');
+  await d.waitLine((l) => l.event === 'drain', 3000, 'drain started', from);
+  d.kill('SIGHUP');
   const { code } = await d.exited;
   t.equal(code, 0);
   const after = d.lines.slice(from);
+  t.ok(after.some((l) => l.component === 'reload' && l.msg === 'reload refused: the daemon is stopping'), 'a SIGHUP during the drain is refused, and says so');
+  t.notOk(after.some((l) => l.component === 'reload' && /^reload: /.test(l.msg)), 'no reload ran');
   const routes = after.filter((l) => l.event === 'route');
   t.same(routes.map((l) => `${l.action} ${l.prefix}`).sort(), [
     'announce 198.18.100.90/32', 'announce 2001:db8:100::90/128', 'withdraw 198.18.100.90/32', 'withdraw 2001:db8:100::90/128',

@@ -214,20 +214,28 @@ export class Daemon {
    */
   requestReload(trigger: string): Promise<ReloadResult> {
     if (this.stopping) {
-      return Promise.resolve({
-        ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: ['the daemon is stopping'], changes: [],
-        configInForce: configHash(this.config),
-      });
+      this.log.warn({ component: 'reload', trigger }, 'reload refused: the daemon is stopping');
+      return Promise.resolve(this.refusedReload(trigger, 'the daemon is stopping'));
     }
     return this.reloads.request(trigger);
   }
 
   /** `requests`: how many reload requests this run answers (more than one when they arrived during a reload). */
   private async doReload(trigger: string, requests: number): Promise<ReloadResult> {
-    const result = await reloadConfig(this, trigger, this.log.child({ component: 'reload', requests }));
+    const log = this.log.child({ component: 'reload', requests });
+    // reloadConfig reports every expected failure in its result; anything else (a bug) must not reach a SIGHUP
+    // handler as an unhandled rejection, which would end the process.
+    const result = await reloadConfig(this, trigger, log).catch((err: unknown) => {
+      log.error({ err, trigger }, 'reload failed unexpectedly: the config in force is unchanged');
+      return this.refusedReload(trigger, `unexpected: ${(err as Error)?.message ?? String(err)}`);
+    });
     this.lastReload = result;
     this.metrics.reloads.inc({ result: result.ok ? 'ok' : 'failed' });
     return result;
+  }
+
+  private refusedReload(trigger: string, error: string): ReloadResult {
+    return { ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: [error], changes: [], configInForce: configHash(this.config) };
   }
 
   /** Swap in a new generation (reload); returns the old one for the caller to close. */
