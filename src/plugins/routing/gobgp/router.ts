@@ -63,9 +63,10 @@ export class GobgpRouter implements Router {
   private starting = true;
   /** The last probe failed because gobgpd did not answer (as opposed to refusing). */
   private unreachable = true;
-  /** gobgpd does not store app names: prefix -> app of what this process announced. */
-  private readonly apps = new Map<string, string>();
-  /** The last announced route per prefix, to report communities back in the caller's order. */
+  /**
+   * The last route this process announced per prefix: gobgpd stores no app names, and this reports communities back
+   * in the caller's order.
+   */
   private readonly announced = new Map<string, Route>();
   private readonly reconnectListeners = new Set<() => void>();
   private readonly disconnectListeners = new Set<(err: VipcastError) => void>();
@@ -125,35 +126,34 @@ export class GobgpRouter implements Router {
     this.schedule();
   }
 
-  async announce(route: Route, reason: string): Promise<void> {
-    const client = this.ensureUp();
+  /**
+   * Invariant 4 at the last step: the route is checked again and its wire path built (a withdrawal carries no
+   * communities); a refusal is logged here, naming the RPC it never reached, and thrown.
+   */
+  private wirePath(route: Route, withdraw: boolean, rpc: string): { prefix: Prefix; path: ApiPath; nextHop: string } {
     const nextHop = this.nextHopFor(route);
-    let prefix;
+    const r = withdraw ? { ...route, communities: [] } : route;
     try {
-      prefix = checkRoute(route, nextHop);
+      const prefix = checkRoute(r, nextHop);
+      return { prefix, path: pathFor(r, prefix, nextHop), nextHop };
     } catch (err) {
-      this.log.error({ err, app: route.app }, 'refused an invalid route before AddPath');
+      this.log.error({ err, app: route.app }, `refused an invalid route before ${rpc}`);
       throw err;
     }
-    await this.call(client, 'AddPath', { table_type: 'GLOBAL', path: pathFor(route, prefix, nextHop) });
-    this.apps.set(prefix.text, route.app);
+  }
+
+  async announce(route: Route, reason: string): Promise<void> {
+    const client = this.ensureUp();
+    const { prefix, path, nextHop } = this.wirePath(route, false, 'AddPath');
+    await this.call(client, 'AddPath', { table_type: 'GLOBAL', path });
     this.announced.set(prefix.text, route);
     this.log.info({ event: 'route', action: 'announce', prefix: prefix.text, app: route.app, reason, next_hop: nextHop, origin: route.origin, communities: route.communities.map((c) => c.text) }, `announce ${prefix.text}`);
   }
 
   async withdraw(route: Route, reason: string): Promise<void> {
     const client = this.ensureUp();
-    const nextHop = this.nextHopFor(route);
-    const bare: Route = { ...route, communities: [] };
-    let prefix;
-    try {
-      prefix = checkRoute(bare, nextHop);
-    } catch (err) {
-      this.log.error({ err, app: route.app }, 'refused an invalid route before DeletePath');
-      throw err;
-    }
-    await this.call(client, 'DeletePath', { table_type: 'GLOBAL', family: FAMILIES[prefix.family], path: pathFor(bare, prefix, nextHop) });
-    this.apps.delete(prefix.text);
+    const { prefix, path } = this.wirePath(route, true, 'DeletePath');
+    await this.call(client, 'DeletePath', { table_type: 'GLOBAL', family: FAMILIES[prefix.family], path });
     this.announced.delete(prefix.text);
     this.log.info({ event: 'route', action: 'withdraw', prefix: prefix.text, app: route.app, reason }, `withdraw ${prefix.text}`);
   }
@@ -177,13 +177,10 @@ export class GobgpRouter implements Router {
     const ok: Array<{ route: Route; prefix: Prefix; path: ApiPath }> = [];
     const refused: VipcastError[] = [];
     for (const route of routes) {
-      const nextHop = this.nextHopFor(route);
-      const r = withdraw ? { ...route, communities: [] } : route;
       try {
-        const prefix = checkRoute(r, nextHop);
-        ok.push({ route, prefix, path: { ...pathFor(r, prefix, nextHop), ...(withdraw ? { is_withdraw: true } : {}) } });
+        const { prefix, path } = this.wirePath(route, withdraw, 'AddPathStream');
+        ok.push({ route, prefix, path: withdraw ? { ...path, is_withdraw: true } : path });
       } catch (err) {
-        this.log.error({ err, app: route.app }, `refused an invalid route before AddPathStream`);
         refused.push(err as VipcastError);
       }
     }
@@ -198,13 +195,8 @@ export class GobgpRouter implements Router {
       }
     }
     for (const { route, prefix } of ok) {
-      if (withdraw) {
-        this.apps.delete(prefix.text);
-        this.announced.delete(prefix.text);
-      } else {
-        this.apps.set(prefix.text, route.app);
-        this.announced.set(prefix.text, route);
-      }
+      if (withdraw) this.announced.delete(prefix.text);
+      else this.announced.set(prefix.text, route);
     }
     if (ok.length > 0) {
       const prefixes = ok.map((x) => x.prefix.text);
@@ -235,7 +227,7 @@ export class GobgpRouter implements Router {
           const mine = this.announced.get(read.prefix.text);
           out.push({
             prefix: read.prefix,
-            app: this.apps.get(read.prefix.text) ?? '',
+            app: mine?.app ?? '',
             origin: read.origin,
             communities: mine && sameCommunities(mine.communities, read.communities) ? mine.communities : read.communities,
           });
@@ -243,11 +235,8 @@ export class GobgpRouter implements Router {
       }
     }
     // Forget names of paths gobgpd no longer has (it restarted): a later stray must not inherit a stale name.
-    for (const prefix of this.apps.keys()) {
-      if (!seen.has(prefix)) {
-        this.apps.delete(prefix);
-        this.announced.delete(prefix);
-      }
+    for (const prefix of this.announced.keys()) {
+      if (!seen.has(prefix)) this.announced.delete(prefix);
     }
     return out;
   }
