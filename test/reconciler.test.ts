@@ -187,6 +187,19 @@ t.test('shutdown withdraws every route, then removes NAT rules, then addresses',
   t.equal(s.journal.entries.length, 5, 'no pass runs after shutdown');
 });
 
+t.test('a failed pass is one logged error for every caller who asked for it, never a rejection', async (t) => {
+  const s = setup({ retryMs: 60_000 });
+  t.teardown(s.close);
+  await s.rec.trigger(true);
+  s.router.failAll = true; // listRoutes throws: the full pass fails
+  const errors = s.rec.stats.errors;
+  const first = s.rec.trigger(true);
+  const second = s.rec.trigger(true); // joins the queued pass (a resync timer, a reconnect)
+  await t.resolves(first);
+  await t.resolves(second, 'the second caller does not get the raw rejection');
+  t.equal(s.rec.stats.errors, errors + 1, 'one pass, one error');
+});
+
 t.test('shutdown with a drain: every route re-announced with 65535:0 (no withdraw), then withdrawn after the drain', async (t) => {
   const s = setup();
   t.teardown(s.close);

@@ -125,12 +125,14 @@ export class Reconciler {
       this.wantFull = false;
       await this.pass(doFull);
     }));
-    this.passQueued = p;
-    return p.catch((err) => {
+    // Every caller shares the handled promise: a failed pass is logged and retried once, never an unhandled rejection.
+    const handled = p.catch((err: unknown) => {
       this.stats.errors++;
       this.log.error({ err }, 'reconcile pass failed');
       this.retrySoon();
     });
+    this.passQueued = handled;
+    return handled;
   }
 
   /** Called by the health tracker on every state change. */
