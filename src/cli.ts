@@ -4,7 +4,7 @@
  */
 import { readFileSync, writeFileSync, unlinkSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { VipcastError } from './core/errors.js';
+import { errorDetails, VipcastError } from './core/errors.js';
 import { createLogger } from './core/logger.js';
 import { Daemon } from './core/daemon.js';
 import { loadConfig } from './core/config.js';
@@ -113,11 +113,12 @@ async function validate(file: string): Promise<void> {
 }
 
 function printConfigError(file: string, err: unknown): void {
+  const details = errorDetails(err);
   if (err instanceof VipcastError && err.details.length > 0) {
-    process.stderr.write(`${file}: ${err.details.length} problem${err.details.length === 1 ? '' : 's'}:\n`);
-    for (const d of err.details) process.stderr.write(`  ${d}\n`);
+    process.stderr.write(`${file}: ${details.length} problem${details.length === 1 ? '' : 's'}:\n`);
+    for (const d of details) process.stderr.write(`  ${d}\n`);
   } else {
-    process.stderr.write(`${file}: ${(err as Error).message}\n`);
+    process.stderr.write(`${file}: ${details[0]}\n`);
   }
 }
 

@@ -31,7 +31,7 @@ export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
     handler: async (req, reply) => {
       const q = req.query as RegistrationInput;
       try {
-        const spec = appFromRegistration(q, 'http', daemon.config.agent, daemon.config.monitors, consulSettings(daemon.config.agent, process.env));
+        const spec = appFromRegistration(q, 'http', daemon.config.agent, daemon.config.monitors, consulSettings(daemon.config.agent, daemon.env));
         daemon.registry.upsert(spec);
         log.info({ app: spec.name, vips: spec.vips.map((v) => v.text) }, 'app registered over HTTP');
         return reply.code(200).send('');

@@ -108,7 +108,8 @@ function clip(text: string): string {
   return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 3)}...` : text;
 }
 
-function describeError(err: unknown): string {
+/** An error as a check's reason: its message, prefixed with its code (ECONNREFUSED...) when the message lacks it. */
+export function describeError(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as NodeJS.ErrnoException).code;
     return code !== undefined && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;

@@ -85,6 +85,9 @@ export function duration(minMs: number, hint = ''): (value: unknown, path: strin
   };
 }
 
+/** agent.state_file's default: /run is a tmpfs, emptied by a reboot together with the addresses it records. */
+export const DEFAULT_STATE_FILE = '/run/vipcast/host-state.json';
+
 /** The most a shutdown drain may last: vipcast exits within 10 s of a signal, and the withdraw needs the rest. */
 export const MAX_SHUTDOWN_DRAIN_MS = 5000;
 
@@ -267,7 +270,7 @@ export const SCHEMA: Tree = {
     remove_vip_on_withdraw: { doc: 'remove address and NAT rules right after the withdraw', default: false, parse: boolean },
     check_workers: { doc: 'worker threads running checks', default: 2, parse: integer(1, 64) },
     pid_file: { doc: 'file `vipcast run` writes its pid to; "" = none', default: '', parse: pidFile },
-    state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: '/run/vipcast/host-state.json', parse: pidFile },
+    state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: DEFAULT_STATE_FILE, parse: pidFile },
     shutdown_drain: {
       doc: 'on SIGTERM/SIGINT, re-announce every route with the graceful-shutdown community and wait this long before withdrawing; "0s" = off',
       default: '0s',

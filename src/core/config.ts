@@ -16,7 +16,7 @@ import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
 import { loadMonitorPlugin } from './plugin-loader.js';
 import {
-  DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
+  DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
   loadScalars, mapping,
 } from './config-schema.js';
 
@@ -355,7 +355,7 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
     removeVipOnWithdraw: get<boolean>('agent.remove_vip_on_withdraw'),
     checkWorkers: get<number>('agent.check_workers'),
     pidFile: pid === '' ? '' : path.resolve(baseDir, pid),
-    stateFile: state === '' ? '/run/vipcast/host-state.json' : path.resolve(baseDir, state),
+    stateFile: state === '' ? DEFAULT_STATE_FILE : path.resolve(baseDir, state),
     shutdownDrainMs: get<number>('agent.shutdown_drain'),
   });
 }

@@ -10,7 +10,7 @@ import { CheckPool } from './check-pool.js';
 import { AppRegistry, sameChecks } from './registry.js';
 import { HealthTracker, type CheckRunner } from './health.js';
 import { Reconciler, type ReconcilerOptions } from './reconciler.js';
-import { buildGeneration, disposeGeneration, type Generation } from './container.js';
+import { buildGeneration, closeGeneration, startGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
 import { Coalescer } from './serial-queue.js';
 import { startApi, type ApiServer } from './api.js';
@@ -60,9 +60,14 @@ export class Daemon {
     return this.generation.config;
   }
 
+  /** The environment the config reads (CONSUL_TOKEN, CONSUL_NODE, md5_env_var...): the process's unless a test set one. */
+  get env(): NodeJS.ProcessEnv {
+    return this.opts.env ?? process.env;
+  }
+
   /** Load and validate the config; throws VIPCAST_ERR_CONFIG with every problem. */
   async loadConfig(): Promise<VipcastConfig> {
-    return loadConfig(this.opts.configFile, { env: this.opts.env ?? process.env, ...(this.opts.dryRun ? { routingPlugin: 'dry-run' as const } : {}) });
+    return loadConfig(this.opts.configFile, { env: this.env, ...(this.opts.dryRun ? { routingPlugin: 'dry-run' as const } : {}) });
   }
 
   async start(): Promise<void> {
@@ -112,9 +117,7 @@ export class Daemon {
       if (ev.type === 'changed') void this.reconciler.trigger();
     });
 
-    await host.start();
-    await router.start();
-    await router.applyPeers(config.bgp.peers);
+    await startGeneration(this.generation);
     this.watchRouter(router);
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
@@ -154,7 +157,7 @@ export class Daemon {
    * starts, then the old one closes; the Consul apps stay in the registry until the new one's first read replaces them.
    */
   async configureConsul(config: VipcastConfig): Promise<void> {
-    const settings = consulSettings(config.agent, this.opts.env ?? process.env);
+    const settings = consulSettings(config.agent, this.env);
     const old = this.consul;
     if (old && ConsulDiscovery.sameSettings(old.settings, settings) && old.queryIntervalMs === config.agent.consulQueryIntervalMs) {
       old.update(config.agent, config.monitors);
@@ -190,10 +193,9 @@ export class Daemon {
 
   /** Everything /status shows: apps with health and routes, peers, the last reload. Never a secret. */
   async status(): Promise<Record<string, unknown>> {
-    const health = new Map(this.health.all().map((h) => [h.app, h]));
     const apps = this.reconciler.status().map((s) => {
       const spec = this.registry.get(s.app)!;
-      const h = health.get(s.app);
+      const h = this.health.get(s.app);
       return {
         name: s.app, source: s.source, vips: spec.vips.map((v) => v.text), state: h?.state ?? 'unknown', reason: h?.reason ?? '',
         since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
@@ -273,11 +275,7 @@ export class Daemon {
     this.health?.close();
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
-    if (this.generation) {
-      await withTimeout(this.generation.router.close(), 1000, 'router close', this.log);
-      await withTimeout(this.generation.host.close(), 1000, 'host close', this.log);
-      await disposeGeneration(this.generation).catch(() => undefined);
-    }
+    if (this.generation) await closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log));
     if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);
     if (this.commandPool) await withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log);
     this.log.info('stopped');

@@ -34,6 +34,12 @@ export class VipcastError extends Error {
   }
 }
 
+/** Every problem an error carries: a VipcastError's details (each with its key path), else its one message. */
+export function errorDetails(err: unknown): readonly string[] {
+  if (err instanceof VipcastError && err.details.length > 0) return err.details;
+  return [err instanceof Error ? err.message : String(err)];
+}
+
 /** A malformed value; `path` names where it came from (config key path or HTTP parameter). */
 export function valueError(path: string, message: string): VipcastError {
   return new VipcastError('VIPCAST_ERR_VALUE', `${path}: ${message}`);

@@ -27,7 +27,6 @@ export interface AppHealth {
   readonly reason: string;
   /** Per monitor: last result. */
   readonly monitors: ReadonlyArray<{ readonly monitor: string; readonly ok: boolean; readonly reason: string; readonly durationMs: number }>;
-  readonly lastCheckAt: number;
   /** When the state last changed (ms since epoch). */
   readonly since: number;
   readonly rounds: number;
@@ -38,8 +37,6 @@ export interface HealthChange {
   readonly state: HealthState;
   readonly previous: HealthState;
   readonly reason: string;
-  /** When the deciding round finished (performance.now()). */
-  readonly decidedAt: number;
   /** When the deciding round's checks started (performance.now()). */
   readonly roundStartedAt: number;
 }
@@ -167,12 +164,11 @@ export class HealthTracker {
       failures,
       reason,
       monitors: spec.monitors.map((m, i) => ({ monitor: m.text, ok: results[i]!.ok, reason: results[i]!.reason, durationMs: results[i]!.durationMs })),
-      lastCheckAt: now,
       since: state === prev.state ? prev.since : now,
       rounds: prev.rounds + 1,
     };
     if (state !== prev.state) {
-      const change: HealthChange = { app: spec.name, state, previous: prev.state, reason, decidedAt: performance.now(), roundStartedAt: startedAt };
+      const change: HealthChange = { app: spec.name, state, previous: prev.state, reason, roundStartedAt: startedAt };
       this.log.info({ app: spec.name, state, previous: prev.state, reason }, `app is ${state}`);
       for (const l of this.listeners) {
         try {
@@ -186,5 +182,5 @@ export class HealthTracker {
 }
 
 function emptyHealth(app: string): AppHealth {
-  return { app, state: 'unknown', passes: 0, failures: 0, reason: 'not checked yet', monitors: [], lastCheckAt: 0, since: Date.now(), rounds: 0 };
+  return { app, state: 'unknown', passes: 0, failures: 0, reason: 'not checked yet', monitors: [], since: Date.now(), rounds: 0 };
 }

@@ -157,13 +157,18 @@ export class Reconciler {
   }
 
   status(): AppStatus[] {
-    const routes = this.model?.routes ?? new Map<string, Route>();
+    const announced = new Map<string, string[]>();
+    for (const r of this.model?.routes.values() ?? []) {
+      const list = announced.get(r.app);
+      if (list) list.push(r.prefix.text);
+      else announced.set(r.app, [r.prefix.text]);
+    }
     return this.registry.all().map((app) => {
       const st = this.state.get(app.name);
       return {
         app: app.name,
         source: app.source,
-        announced: [...routes.values()].filter((r) => r.app === app.name).map((r) => r.prefix.text),
+        announced: announced.get(app.name) ?? [],
         hostHeld: st?.hostHeld ?? false,
         ...(st?.cleanupAt !== undefined ? { cleanupAt: st.cleanupAt } : {}),
         ...(st?.error !== undefined ? { error: st.error } : {}),
@@ -182,10 +187,7 @@ export class Reconciler {
    * with the graceful-shutdown community (RFC 8326) and withdrawn that much later.
    */
   async shutdown(reason = 'shutdown', drainMs = 0): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.resyncTimer);
-    clearTimeout(this.retryTimer);
-    for (const st of this.state.values()) this.cancelCleanup(st);
+    this.close();
     await this.queue.run(async () => {
       const routes = await this.router.listRoutes().catch((err) => {
         this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
@@ -291,7 +293,8 @@ export class Reconciler {
     this.retryTimer.unref?.();
   }
 
-  private desiredRoute(app: AppSpec, prefixIndex: number): Route {
+  /** An UP app's routes: one per VIP, global communities then the app's own, de-duplicated, shared by all its VIPs. */
+  private desiredRoutes(app: AppSpec): Route[] {
     const seen = new Set<string>();
     const communities: Community[] = [];
     for (const c of [...this.opts.bgp.communities, ...app.communities]) {
@@ -300,7 +303,7 @@ export class Reconciler {
         communities.push(c);
       }
     }
-    return { prefix: app.vips[prefixIndex]!, app: app.name, origin: this.opts.bgp.origin, communities };
+    return app.vips.map((prefix) => ({ prefix, app: app.name, origin: this.opts.bgp.origin, communities }));
   }
 
   private async readModel(): Promise<Model> {
@@ -321,10 +324,6 @@ export class Reconciler {
     const model = this.model;
     const apps = this.registry.all();
     let failed = false;
-    for (const app of apps) {
-      const st = this.state.get(app.name);
-      if (st) st.error = undefined;
-    }
     const fail = (app: string, what: string, err: unknown) => {
       failed = true;
       this.stats.errors++;
@@ -333,33 +332,34 @@ export class Reconciler {
       this.log.error({ err, app }, `${what} failed`);
     };
 
-    // Desired state.
+    // Desired state, one look at each app. Apps not checked yet (state unknown) keep whatever an earlier run left
+    // for their VIPs until their first verdict (`undecided`): a restart must not withdraw and re-announce healthy routes.
     const wantRoutes = new Map<string, Route>();
     const wantVips = new Map<string, VipBinding>();
     const wantNat: NatBinding[] = [];
+    const undecided = new Set<string>();
+    const upApps = new Set<string>();
     for (const app of apps) {
-      const held = this.state.get(app.name)?.hostHeld ?? false;
-      const up = this.health.get(app.name)?.state === 'up';
-      if (held || up) {
+      const st = this.state.get(app.name);
+      if (st) st.error = undefined; // this pass reports afresh
+      const state = this.health.get(app.name)?.state ?? 'unknown';
+      const up = state === 'up';
+      if (state === 'unknown') for (const v of app.vips) undecided.add(v.text);
+      if ((st?.hostHeld ?? false) || up) {
         for (const vip of app.vips) {
           wantVips.set(vip.text, { app: app.name, prefix: vip });
           // gocast's NAT target is IPv4 local_ip; the host network decides per family.
           for (const rule of app.nats) wantNat.push({ app: app.name, vip, rule });
         }
       }
-      if (up) app.vips.forEach((_, i) => { const r = this.desiredRoute(app, i); wantRoutes.set(r.prefix.text, r); });
-    }
-
-    // Apps not checked yet (state unknown) keep whatever an earlier run left for their VIPs until their first
-    // verdict: a restart must not withdraw and re-announce healthy routes.
-    const undecided = new Set<string>();
-    for (const app of apps) {
-      if ((this.health.get(app.name)?.state ?? 'unknown') === 'unknown') for (const v of app.vips) undecided.add(v.text);
+      if (up) {
+        upApps.add(app.name);
+        for (const r of this.desiredRoutes(app)) wantRoutes.set(r.prefix.text, r);
+      }
     }
 
     // 1. Withdraw the routes of apps that are not UP any more (or gone, or whose VIP moved to another app). Routes
     //    of UP apps that merely lost a VIP (a VIP change) go in step 4, after the new VIP is announced.
-    const upApps = new Set(apps.filter((a) => this.health.get(a.name)?.state === 'up').map((a) => a.name));
     for (const [key, route] of [...model.routes]) {
       const want = wantRoutes.get(key);
       if (want && (want.app === route.app || route.app === '')) continue; // '' = our path from an earlier run: replaced below
@@ -391,8 +391,10 @@ export class Reconciler {
       }
     }
     const natBlocked = new Set<string>();
+    // Rules only where the address is on the host; steps 3 and 4 touch routes only, so this holds for step 5 too.
+    const wantNatHere = wantNat.filter((n) => model.vips.has(n.vip.text));
     const keep = (n: NatBinding) => (model.routes.get(n.vip.text)?.app === n.app || undecided.has(n.vip.text)) && !wantVips.has(n.vip.text);
-    await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter(keep)], natBlocked, fail);
+    await this.natStep(model, [...wantNatHere, ...model.nat.filter(keep)], natBlocked, fail);
 
     // 3. Announce what is missing or changed, only where the address is on the host.
     const toAnnounce: Array<{ route: Route; replaces: boolean }> = [];
@@ -418,7 +420,7 @@ export class Reconciler {
     }
 
     // 5. Tear-down: rules, then addresses, of everything no longer held.
-    await this.natStep(model, [...wantNat.filter((n) => model.vips.has(n.vip.text)), ...model.nat.filter((n) => undecided.has(n.vip.text) && !wantVips.has(n.vip.text))], natBlocked, fail);
+    await this.natStep(model, [...wantNatHere, ...model.nat.filter((n) => undecided.has(n.vip.text) && !wantVips.has(n.vip.text))], natBlocked, fail);
     for (const [key, vip] of [...model.vips]) {
       if (wantVips.get(key)?.app === vip.app || undecided.has(key)) continue;
       if (model.routes.has(key)) continue; // still announced (its withdraw failed): keep the address under it

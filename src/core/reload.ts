@@ -10,10 +10,10 @@ import type { PeerSpec } from '../plugin-api.js';
 import type { VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import type { Daemon } from './daemon.js';
-import { VipcastError } from './errors.js';
+import { errorDetails, VipcastError } from './errors.js';
 import { appKey } from './registry.js';
 import { reconcilerOptions } from './daemon.js';
-import { buildGeneration, disposeGeneration } from './container.js';
+import { buildGeneration, closeGeneration, startGeneration, withdrawAll } from './container.js';
 
 export interface ReloadResult {
   readonly ok: boolean;
@@ -106,7 +106,7 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
   try {
     next = await d.loadConfig();
   } catch (err) {
-    const errors = err instanceof VipcastError && err.details.length > 0 ? [...err.details] : [(err as Error).message];
+    const errors = [...errorDetails(err)];
     for (const e of errors) log.error({ trigger }, `reload refused: ${e}`);
     log.error({ trigger, problems: errors.length }, 'reload refused: the config in force is unchanged');
     return result(false, errors, [], prev);
@@ -202,38 +202,27 @@ async function swapGeneration(d: Daemon, prev: VipcastConfig, next: VipcastConfi
     const restart = diff.speaker.length > 0 && sameSpeaker;
     if (restart) {
       log.warn({ changed: diff.speaker }, 'reload changes the BGP speaker itself: every route is withdrawn and re-announced');
-      for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker restart (reload)').catch(() => undefined);
+      await withdrawAll(old.router, 'speaker restart (reload)');
       await old.router.stopSpeaker?.();
     }
     try {
-      await gen.host.start();
-      await gen.router.start();
-      await gen.router.applyPeers(next.bgp.peers);
+      await startGeneration(gen);
     } catch (err) {
-      await gen.router.close().catch(() => undefined);
-      await gen.host.close().catch(() => undefined);
-      await disposeGeneration(gen).catch(() => undefined);
+      await closeGeneration(gen);
       if (restart) {
         // The old speaker was stopped: start it again with the previous config.
-        await old.router.close().catch(() => undefined);
+        await closeGeneration(old);
         const back = await buildGeneration(prev, { dryRun: old.dryRun, log });
-        await back.host.start();
-        await back.router.start();
-        await back.router.applyPeers(prev.bgp.peers);
+        await startGeneration(back);
         d.swapGeneration(back);
-        await disposeGeneration(old).catch(() => undefined);
       }
       throw err;
     }
-    if (!sameSpeaker) {
-      // Another speaker takes over: what the old one announced must not linger there.
-      for (const r of await old.router.listRoutes().catch(() => [])) await old.router.withdraw(r, 'speaker replaced (reload)').catch(() => undefined);
-    }
+    // Another speaker takes over: what the old one announced must not linger there.
+    if (!sameSpeaker) await withdrawAll(old.router, 'speaker replaced (reload)');
     // Another iptables flavour: the old flavour's chain goes; the new host network writes its own at the next pass.
     if (diff.host) await old.host.setNat([]).catch((err: unknown) => log.error({ err }, 'could not remove the NAT rules of the previous iptables flavour'));
-    await old.router.close().catch(() => undefined);
-    await old.host.close().catch(() => undefined);
+    await closeGeneration(old);
     d.swapGeneration(gen);
-    await disposeGeneration(old).catch(() => undefined);
   });
 }

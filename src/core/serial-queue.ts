@@ -18,11 +18,6 @@ export class SerialQueue {
   get pending(): number {
     return this.depth;
   }
-
-  /** Resolves when everything queued so far has finished. */
-  async idle(): Promise<void> {
-    await this.tail;
-  }
 }
 
 interface Run<T> {

@@ -18,7 +18,7 @@ export class LoggingHostNetwork implements HostNetwork {
 
   /** `localIp`/`localIp6` only fill the `to` field of NAT log lines. */
   constructor(private readonly opts: { log: Logger; localIp?: () => string | undefined; localIp6?: () => string | undefined }) {
-    this.log = opts.log.bindings().component === undefined ? opts.log.child({ component: 'host' }) : opts.log;
+    this.log = opts.log.child({ component: 'host' });
   }
 
   async start(): Promise<void> {}

@@ -17,6 +17,7 @@ import type { Family, HostNetwork, NatBinding, Prefix, VipBinding } from '../../
 import { VipcastError, valueError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { APP_NAME, parseAddress, parseNat, parsePrefix } from '../values.js';
+import { DEFAULT_STATE_FILE } from '../config-schema.js';
 
 /** vipcast's chain in the nat table (IPv4 and IPv6). */
 export const NAT_CHAIN = 'VIPCAST';
@@ -28,7 +29,6 @@ const JUMP_SPEC = ['-m', 'addrtype', '--dst-type', 'LOCAL', '-m', 'comment', '--
 /** Seconds to wait for the xtables lock; a command is killed after COMMAND_TIMEOUT_MS. */
 const XT_WAIT = ['-w', '10'];
 const COMMAND_TIMEOUT_MS = 30_000;
-const DEFAULT_STATE_DIR = '/run/vipcast';
 
 /** The loopback label gocast uses: `lo:` + the app name, cut to 15 characters (IFNAMSIZ - 1). */
 export function loopbackLabel(app: string): string {
@@ -109,6 +109,7 @@ interface Addr {
   readonly length: number;
   readonly label?: string;
 }
+type LoAddrs = Map<string, Addr>;
 
 /** One address the state file records: `owned` addresses were added by vipcast, the others were adopted. */
 interface VipRecord {
@@ -145,11 +146,10 @@ export class LinuxHostNetwork implements HostNetwork {
   private readonly conntrack: string;
 
   constructor(private readonly opts: LinuxHostNetworkOptions) {
-    // The daemon may hand over a logger that is already the host component's child: don't bind the key twice.
-    this.log = opts.log.bindings().component === undefined ? opts.log.child({ component: 'host' }) : opts.log;
+    this.log = opts.log.child({ component: 'host' });
     this.bins = iptablesBinaries(opts.iptablesBinary);
     this.conntrack = opts.conntrackBinary ?? 'conntrack';
-    this.stateFile = opts.stateFile ?? join(DEFAULT_STATE_DIR, opts.netns ? `host-state-${opts.netns}.json` : 'host-state.json');
+    this.stateFile = opts.stateFile ?? (opts.netns ? join(dirname(DEFAULT_STATE_FILE), `host-state-${opts.netns}.json`) : DEFAULT_STATE_FILE);
   }
 
   async start(): Promise<void> {
@@ -193,14 +193,15 @@ export class LinuxHostNetwork implements HostNetwork {
     });
   }
 
-  private async loopbackAddrs(): Promise<Addr[]> {
+  /** The addresses on lo, by their canonical prefix text ("198.18.0.1/32"), as Prefix.text and the records spell it. */
+  private async loopbackAddrs(): Promise<LoAddrs> {
     const { stdout } = await this.exec('ip', ['-j', 'addr', 'show', 'dev', 'lo']);
     const links = JSON.parse(stdout) as { addr_info?: { family: string; local: string; prefixlen: number; label?: string }[] }[];
-    const out: Addr[] = [];
+    const out: LoAddrs = new Map();
     for (const a of links[0]?.addr_info ?? []) {
       if (a.family !== 'inet' && a.family !== 'inet6') continue;
       const { address, family } = parseAddress(a.local, 'ip addr');
-      out.push({ family, address, length: a.prefixlen, ...(a.label !== undefined ? { label: a.label } : {}) });
+      out.set(`${address}/${a.prefixlen}`, { family, address, length: a.prefixlen, ...(a.label !== undefined ? { label: a.label } : {}) });
     }
     return out;
   }
@@ -212,13 +213,15 @@ export class LinuxHostNetwork implements HostNetwork {
     try {
       const data = JSON.parse(await readFile(this.stateFile, 'utf8')) as { vips?: VipRecord[] };
       // Only well-formed records are trusted: a hand-edited file must not make vipcast delete arbitrary addresses.
-      this.records = (data.vips ?? []).filter((r) => {
+      // Prefixes are kept in their canonical text, the key of the addresses on lo (see loopbackAddrs).
+      this.records = (data.vips ?? []).flatMap((r) => {
         try {
-          checkVipBinding({ app: r.app, prefix: parsePrefix(r.prefix, 'state', false) });
-          return typeof r.owned === 'boolean';
+          const prefix = parsePrefix(r.prefix, 'state', false);
+          checkVipBinding({ app: r.app, prefix });
+          return typeof r.owned === 'boolean' ? [{ ...r, prefix: prefix.text }] : [];
         } catch {
           this.log.warn({ record: r, stateFile: this.stateFile }, 'ignoring a malformed record in the host state file');
-          return false;
+          return [];
         }
       });
     } catch (err) {
@@ -248,9 +251,9 @@ export class LinuxHostNetwork implements HostNetwork {
   }
 
   /** Present on lo, and (for an owned IPv4 address) still carrying the label vipcast gave it. */
-  private static present(r: VipRecord, addrs: readonly Addr[]): boolean {
-    const p = parsePrefix(r.prefix, 'state', false);
-    return addrs.some((a) => a.address === p.address && a.length === p.length && (!r.owned || r.label === undefined || a.label === r.label));
+  private static present(r: VipRecord, lo: LoAddrs): boolean {
+    const a = lo.get(r.prefix);
+    return a !== undefined && (!r.owned || r.label === undefined || a.label === r.label);
   }
 
   // ---- addresses ---------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ export class LinuxHostNetwork implements HostNetwork {
     const failures = new Map<string, Error>();
     const records = await this.load();
     const addrs = await this.loopbackAddrs();
-    const onLo = (p: Prefix, list: Addr[]) => list.some((a) => a.address === p.address && a.length === p.length);
+    const onLo = (p: Prefix, lo: LoAddrs) => lo.has(p.text);
     const toAdd: VipBinding[] = [];
     for (const { app, prefix } of bindings) {
       const same = records.filter((r) => r.prefix === prefix.text && LinuxHostNetwork.present(r, addrs));
@@ -576,11 +579,12 @@ function parseRule(line: string, family: Family): { binding: NatBinding; to: str
   const m = family === 'ipv6' ? /^\[([^\]]+)\]:(\d+)$/.exec(dest) : /^([^:]+):(\d+)$/.exec(dest);
   if (!m) return undefined;
   try {
+    // vip and rule come out of the parsers themselves; only the app name is left to check.
     const app = comment.slice('vipcast:'.length);
+    if (!APP_NAME.test(app)) return undefined;
     const vip = parsePrefix(d, 'iptables', true);
     const rule = parseNat(`${proto}:${dport}:${m[2]}`, 'iptables');
     const binding: NatBinding = { app, vip, rule };
-    checkNatBinding(binding, 'iptables');
     if (vip.family !== family) return undefined;
     return { binding, to: parseAddress(m[1], 'iptables').address };
   } catch {

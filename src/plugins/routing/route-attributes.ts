@@ -1,5 +1,5 @@
 /** The attributes of a route as they go on the wire, in one shape shared by the dry-run log and the status API. */
-import type { Route } from '../../plugin-api.js';
+import type { Family, Route } from '../../plugin-api.js';
 import type { BgpConfig } from '../../core/config-types.js';
 
 export interface WireAttributes {
@@ -10,15 +10,19 @@ export interface WireAttributes {
   large_communities: string[];
 }
 
-export function routeAttributes(route: Route, bgp: Pick<BgpConfig, 'localIp' | 'nextHop'>): WireAttributes {
-  const self = route.prefix.family === 'ipv4' ? '0.0.0.0' : '::';
+/** The next hop of a route of this family: local_ip, or 0.0.0.0 / :: (the session's own address). */
+export function nextHopOf(family: Family, bgp: Pick<BgpConfig, 'localIp' | 'nextHop'>): string {
   // With next_hop: local_ip an IPv6 route still needs an IPv6 next hop: the session's own address is what gobgpd uses.
-  const nextHop = bgp.nextHop === 'self' || bgp.localIp === undefined || (route.prefix.family === 'ipv6') !== bgp.localIp.includes(':')
-    ? self
-    : bgp.localIp;
+  if (bgp.nextHop === 'self' || bgp.localIp === undefined || (family === 'ipv6') !== bgp.localIp.includes(':')) {
+    return family === 'ipv4' ? '0.0.0.0' : '::';
+  }
+  return bgp.localIp;
+}
+
+export function routeAttributes(route: Route, bgp: Pick<BgpConfig, 'localIp' | 'nextHop'>): WireAttributes {
   return {
     prefix: route.prefix.text,
-    next_hop: nextHop,
+    next_hop: nextHopOf(route.prefix.family, bgp),
     origin: route.origin,
     communities: route.communities.filter((c) => c.type === 'standard').map((c) => c.text),
     large_communities: route.communities.filter((c) => c.type === 'large').map((c) => c.text),

@@ -25,7 +25,7 @@ import type { AgentConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
 import type { MonitorRegistry } from '../../../core/monitor-registry.js';
 import { appFromRegistration, type RegistrationInput } from '../../../core/registration.js';
-import { VipcastError } from '../../../core/errors.js';
+import { errorDetails, VipcastError } from '../../../core/errors.js';
 
 export const HTTP_TIMEOUT_MS = 10_000;
 export const MAX_WAIT_MS = 5 * 60_000;
@@ -260,7 +260,7 @@ export class ConsulDiscovery implements Discovery {
         apps.push(appFromRegistration(input, 'consul', this.agent, this.monitors, this.opts.consul));
         seen.add(name);
       } catch (err) {
-        const details = err instanceof VipcastError && err.details.length > 0 ? err.details : [(err as Error).message];
+        const details = errorDetails(err);
         for (const d of details) {
           const colon = d.indexOf(':');
           const param = colon === -1 ? '' : d.slice(0, colon);
@@ -271,9 +271,8 @@ export class ConsulDiscovery implements Discovery {
       }
     }
     this.logged = logged;
-    const before = JSON.stringify(this.current.map((a) => a.name).sort());
     // The first read always reports (a discovery built by a reload takes over from the old one, even with no apps).
-    const changed = force || this.stats.polls === 1 || before !== JSON.stringify(apps.map((a) => a.name).sort()) || !sameApps(this.current, apps);
+    const changed = force || this.stats.polls === 1 || !sameApps(this.current, apps);
     this.current = Object.freeze(apps);
     if (changed) this.onChange?.(this.current);
   }

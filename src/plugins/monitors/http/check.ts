@@ -5,15 +5,12 @@
  */
 import type { CheckFunction, CheckResult } from '../../../plugin-api.js';
 import type { HttpParams } from './index.js';
+import { describeError } from '../../../core/check-worker.js';
 
 function describeFetchError(err: unknown): string {
   // undici reports "fetch failed" and keeps the socket error (ECONNREFUSED ...) in `cause`.
   const cause = (err as { cause?: unknown }).cause;
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    return code !== undefined && !cause.message.includes(code) ? `${code}: ${cause.message}` : cause.message;
-  }
-  return err instanceof Error ? err.message : String(err);
+  return describeError(cause instanceof Error ? cause : err instanceof Error ? err.message : err);
 }
 
 export const check: CheckFunction = async (params, ctx): Promise<CheckResult> => {

@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
+import ipaddr from 'ipaddr.js';
 import type { CheckContext, CheckFunction, CheckResult } from '../../../plugin-api.js';
 import type { PortParams } from './index.js';
 
@@ -33,27 +34,7 @@ function ipv6FromProc(hex: string): string {
   if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
     return `::ffff:${Array.from(bytes.subarray(12)).join('.')}`;
   }
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-  // RFC 5952: compress the longest run (at least two) of zero groups, the first one on a tie.
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hexes = groups.map((g) => g.toString(16));
-  if (bestStart === -1) return hexes.join(':');
-  return `${hexes.slice(0, bestStart).join(':')}::${hexes.slice(bestStart + bestLen).join(':')}`;
+  return (ipaddr.fromByteArray([...bytes]) as ipaddr.IPv6).toRFC5952String();
 }
 
 /**

@@ -12,7 +12,7 @@ import type { BgpConfig, RoutingConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
 import { VipcastError } from '../../../core/errors.js';
 import { parseAddress } from '../../../core/values.js';
-import { routeAttributes } from '../route-attributes.js';
+import { nextHopOf } from '../route-attributes.js';
 import { ConnectivityState, GobgpCallError, GobgpClient } from './client.js';
 import { localIpFor, resolveDefaultGateway, runIp, type IpRunner } from './net.js';
 import {
@@ -478,7 +478,7 @@ export class GobgpRouter implements Router {
   }
 
   private nextHopFor(route: Route): string {
-    return routeAttributes(route, this.bgp).next_hop;
+    return nextHopOf(route.prefix.family, this.bgp);
   }
 
   // ---- peers ------------------------------------------------------------------------------------------------
@@ -488,12 +488,8 @@ export class GobgpRouter implements Router {
     const localFamily = this.bgp.localIp ? familyOf(this.bgp.localIp) : 'ipv4';
     const address = spec.address !== undefined ? parseAddress(spec.address, `${path}.peer_ip`).address : await resolveDefaultGateway(localFamily, this.runIp);
     const localAddress = this.bgp.localIp && familyOf(this.bgp.localIp) === familyOf(address) ? this.bgp.localIp : await localIpFor(address, this.runIp);
-    let password = spec.md5Password ?? '';
-    if (spec.md5Password === undefined && spec.md5EnvVar) {
-      const v = process.env[spec.md5EnvVar];
-      if (!v) throw new VipcastError('VIPCAST_ERR_ROUTER', `${path}: the MD5 password variable ${spec.md5EnvVar} is not set`);
-      password = v;
-    }
+    // config.ts already read md5_env_var into md5Password (a peer whose variable is unset is refused there).
+    const password = spec.md5Password ?? '';
     return {
       address,
       asn: spec.asn,
