@@ -44,7 +44,7 @@ t.test('bring-up order is address, then NAT, then announce', async (t) => {
   t.same(s.journal.entries, ['add-vip 198.18.10.1/32', 'nat 198.18.10.1/32:tcp:80:8080', 'announce 198.18.10.1/32 65000:1']);
 });
 
-t.test('tear-down withdraws first and keeps address and NAT until the cleanup timer, then removes the app', async (t) => {
+t.test('tear-down withdraws first and keeps address and NAT until the cleanup timer, then releases them; the config app stays checked', async (t) => {
   const s = setup({ cleanupTimerMs: 300 });
   t.teardown(s.close);
   s.runner.set('port:tcp:1002', true);
@@ -58,7 +58,38 @@ t.test('tear-down withdraws first and keeps address and NAT until the cleanup ti
   t.ok(s.rec.status()[0]?.cleanupAt, 'status shows when the cleanup fires');
   await waitFor(() => !s.host.vips.has('198.18.10.2/32'), 2000, 'cleanup');
   t.same(s.journal.entries, ['withdraw 198.18.10.2/32', 'nat', 'remove-vip 198.18.10.2/32'], 'NAT goes before the address');
-  t.equal(s.registry.get('web'), undefined, 'gocast semantics: the app is dropped at cleanup');
+  t.ok(s.registry.get('web'), 'a config app stays registered after cleanup');
+  const rounds = s.health.get('web')!.rounds;
+  await waitFor(() => s.health.get('web')!.rounds > rounds + 2, 2000, 'checks go on');
+});
+
+for (const source of ['config', 'consul']) {
+  t.test(`cleanup_timer then recovery: a ${source} app is brought back up (address, NAT, announce) with no change at its source`, async (t) => {
+    const s = setup({ cleanupTimerMs: 150 });
+    t.teardown(s.close);
+    s.runner.set('port:tcp:1020', true);
+    s.registry.upsert(makeApp('dns', { source, vips: ['198.18.10.20/32'], monitors: ['port:tcp:1020'], nats: ['udp:53:5353'] }));
+    await waitFor(() => s.router.rib.has('198.18.10.20/32'), 2000, 'announce');
+    s.runner.set('port:tcp:1020', false);
+    await waitFor(() => !s.host.vips.has('198.18.10.20/32'), 2000, 'cleanup');
+    s.journal.clear();
+    s.runner.set('port:tcp:1020', true);
+    await waitFor(() => s.router.rib.has('198.18.10.20/32'), 2000, 're-announce after recovery');
+    t.same(s.journal.entries, ['add-vip 198.18.10.20/32', 'nat 198.18.10.20/32:udp:53:5353', 'announce 198.18.10.20/32 65000:1'], 'back in bring-up order');
+    t.equal(s.rec.status()[0]?.hostHeld, true);
+  });
+}
+
+t.test('cleanup_timer drops an HTTP registration (its registrant registers again, as with gocast)', async (t) => {
+  const s = setup({ cleanupTimerMs: 150 });
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1021', true);
+  s.registry.upsert(makeApp('reg', { source: 'http', vips: ['198.18.10.21/32'], monitors: ['port:tcp:1021'] }));
+  await waitFor(() => s.router.rib.has('198.18.10.21/32'), 2000, 'announce');
+  s.runner.set('port:tcp:1021', false);
+  await waitFor(() => s.registry.get('reg') === undefined, 2000, 'registration dropped');
+  t.notOk(s.host.vips.has('198.18.10.21/32'), 'address removed');
+  t.equal(s.health.get('reg'), undefined, 'no longer checked');
 });
 
 t.test('an app that recovers before the cleanup timer keeps its address and is re-announced', async (t) => {
@@ -185,6 +216,89 @@ t.test('shutdown withdraws every route, then removes NAT rules, then addresses',
   t.equal(s.host.vips.size, 0);
   await s.rec.trigger(true);
   t.equal(s.journal.entries.length, 5, 'no pass runs after shutdown');
+});
+
+t.test('a health change in the same turn as shutdown: nothing is re-added after the cleanup', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1014', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.12.5/32'], monitors: ['port:tcp:1014'], nats: ['tcp:80:8080'] }));
+  await waitFor(() => s.router.rib.size === 1, 2000, 'announce');
+  s.runner.set('port:tcp:1015', true);
+  s.registry.upsert(makeApp('other', { vips: ['198.18.12.6/32'], monitors: ['port:tcp:1015'], nats: ['tcp:81:8081'] }));
+  // 'other' comes up (its pass is queued for the next macrotask) and shutdown starts in the same turn.
+  s.health.close();
+  s.rec.healthChanged('other', 'up');
+  s.journal.clear();
+  await s.rec.shutdown();
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(s.journal.entries.filter((e) => e.startsWith('add-vip') || e.startsWith('announce')), [], 'no address added or route announced after shutdown began');
+  t.equal(s.host.vips.size, 0, 'no address left');
+  t.same(s.host.nat, [], 'no NAT rule left');
+  t.equal(s.router.rib.size, 0, 'no route left');
+});
+
+t.test('shutdown does not wait for a hung effect: it withdraws after a bounded wait, and cleans up again once the effect ends', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.runner.set('port:tcp:1016', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.12.7/32'], monitors: ['port:tcp:1016'], nats: ['tcp:80:8080'] }));
+  await waitFor(() => s.router.rib.size === 1, 2000, 'announce');
+  // The next NAT change hangs for 1.5 s (an iptables call waiting on the xtables lock) and then lands.
+  let release: () => void = () => {};
+  const setNat = s.host.setNat.bind(s.host);
+  s.host.setNat = async (rules) => {
+    await new Promise<void>((r) => { release = r; setTimeout(r, 1500); });
+    await setNat(rules);
+  };
+  s.runner.set('port:tcp:1017', true);
+  s.registry.upsert(makeApp('other', { vips: ['198.18.12.8/32'], monitors: ['port:tcp:1017'], nats: ['tcp:81:8081'] }));
+  await waitFor(() => s.host.vips.has('198.18.12.8/32'), 2000, 'address of other added; its NAT change now hangs');
+  s.health.close();
+  s.journal.clear();
+  const t0 = performance.now();
+  const done = s.rec.shutdown('shutdown', 0, 300);
+  await waitFor(() => s.journal.entries.includes('withdraw 198.18.12.7/32'), 1000, 'withdraw while the NAT change hangs');
+  const withdrawnAfter = performance.now() - t0;
+  t.ok(withdrawnAfter < 1400, `withdrawn ${Math.round(withdrawnAfter)} ms after shutdown began, before the hung effect ended (1.5 s)`);
+  await done;
+  release();
+  t.equal(s.router.rib.size, 0, 'no route left');
+  t.equal(s.host.vips.size, 0, 'no address left');
+  t.same(s.host.nat, [], 'the rule the late NAT change wrote is gone too');
+});
+
+t.test('while a discovery source has not delivered, paths, addresses and rules of unknown apps are held; then strays go and its apps are adopted', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  const path = (prefix: string) => ({ prefix: parsePrefix(prefix, 'p'), app: '', origin: 'igp' as const, communities: [parseCommunity('65000:1', 'c')] });
+  const known = path('198.18.14.1/32');
+  const stray = path('198.18.14.2/32');
+  for (const p of [known, stray]) {
+    s.router.rib.set(p.prefix.text, p);
+    s.host.vips.set(p.prefix.text, { app: p === known ? 'svc' : 'gone', prefix: p.prefix });
+  }
+  s.rec.holdForSource('consul', 5000);
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, [], 'nothing withdrawn or removed before the source delivered');
+  s.runner.set('port:tcp:1401', true);
+  s.registry.upsert(makeApp('svc', { source: 'consul', vips: ['198.18.14.1/32'], monitors: ['port:tcp:1401'] }));
+  s.rec.sourceDelivered('consul');
+  await waitFor(() => !s.router.rib.has('198.18.14.2/32') && !s.host.vips.has('198.18.14.2/32'), 2000, 'the stray goes once the source delivered');
+  await waitFor(() => s.health.get('svc')?.state === 'up', 2000, 'svc up');
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, ['withdraw 198.18.14.2/32', 'remove-vip 198.18.14.2/32'], 'only the stray changed: the delivered app\'s path was adopted with no UPDATE');
+});
+
+t.test('a source that never delivers holds unknown paths only for its bound', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  const left = { prefix: parsePrefix('198.18.14.3/32', 'p'), app: '', origin: 'igp' as const, communities: [] };
+  s.router.rib.set(left.prefix.text, left);
+  s.rec.holdForSource('consul', 300);
+  await s.rec.trigger(true);
+  t.ok(s.router.rib.has('198.18.14.3/32'), 'held at first');
+  await waitFor(() => !s.router.rib.has('198.18.14.3/32'), 2000, 'withdrawn after the bound');
 });
 
 t.test('a failed pass is one logged error for every caller who asked for it, never a rejection', async (t) => {

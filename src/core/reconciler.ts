@@ -79,6 +79,8 @@ export class Reconciler {
   private resyncTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Discovery sources that have not delivered their first apps yet, with the timer that stops waiting for them. */
+  private readonly pendingSources = new Map<string, NodeJS.Timeout>();
   private readonly listeners: Array<(event: RouteEvent) => void> = [];
 
   constructor(
@@ -121,6 +123,8 @@ export class Reconciler {
     // one batch of timers) lands in one pass instead of one pass each.
     const p = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.queue.run(async () => {
       this.passQueued = undefined;
+      // Shutdown may have begun since this pass was asked for: it then owns the speaker and the host alone.
+      if (this.stopped) return;
       const doFull = this.wantFull || this.model === undefined;
       this.wantFull = false;
       await this.pass(doFull);
@@ -133,6 +137,31 @@ export class Reconciler {
     });
     this.passQueued = handled;
     return handled;
+  }
+
+  /**
+   * A discovery source is starting and has not delivered its apps yet (Consul before its first catalog read). Until it
+   * has, or `maxWaitMs` passed, paths, addresses and rules that belong to no known app may be its apps' from an earlier
+   * run: they are left alone instead of being withdrawn as strays, so a restart doesn't flap them.
+   */
+  holdForSource(source: string, maxWaitMs: number): void {
+    if (this.stopped || this.pendingSources.has(source)) return;
+    const timer = setTimeout(() => {
+      this.pendingSources.delete(source);
+      this.log.warn({ source, waited_ms: maxWaitMs }, `discovery source ${source} has delivered no apps yet: paths of unknown apps are no longer held`);
+      void this.trigger(true);
+    }, maxWaitMs);
+    timer.unref?.();
+    this.pendingSources.set(source, timer);
+  }
+
+  /** The source delivered its apps (they are in the registry now): unknown paths are strays again. */
+  sourceDelivered(source: string): void {
+    const timer = this.pendingSources.get(source);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.pendingSources.delete(source);
+    void this.trigger(true);
   }
 
   /** Called by the health tracker on every state change. */
@@ -183,39 +212,61 @@ export class Reconciler {
 
   /**
    * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
-   * queue after whatever is in flight; no pass runs after it. With `drainMs` > 0 every route is first re-announced
+   * queue after whatever is in flight (waiting for it at most `waitInFlightMs`); no pass touches anything after it. With `drainMs` > 0 every route is first re-announced
    * with the graceful-shutdown community (RFC 8326) and withdrawn that much later.
    */
-  async shutdown(reason = 'shutdown', drainMs = 0): Promise<void> {
+  async shutdown(reason = 'shutdown', drainMs = 0, waitInFlightMs = SHUTDOWN_WAIT_IN_FLIGHT_MS): Promise<void> {
     this.close();
-    await this.queue.run(async () => {
-      const routes = await this.router.listRoutes().catch((err) => {
-        this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
-        return [...(this.model?.routes.values() ?? [])];
-      });
-      const model = this.model ?? { routes: new Map<string, Route>(), vips: new Map<string, VipBinding>(), nat: [] };
-      const logFailure = (app: string, what: string, err: unknown) => {
-        this.stats.errors++;
-        this.log.error({ err, app }, `${what} failed at shutdown`);
-      };
-      let rest = drainMs > 0 && routes.length > 0 ? await this.drain(model, routes, drainMs, logFailure) : routes;
-      if (rest.length >= BULK_MIN && this.router.withdrawMany) {
-        try {
-          await this.router.withdrawMany(rest, reason);
-          for (const r of rest) this.recordWithdraw(model, r);
-          rest = [];
-        } catch (err) {
-          this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
-        }
+    // Passes stop at their next step once `stopped` is set, so the queue is usually idle within one effect. An effect
+    // that hangs (an iptables call waiting for the xtables lock, a reload swapping speakers) must not hold the
+    // withdraw back: after a bounded wait the shutdown runs beside it, and cleans the host again once it ends.
+    if (this.queue.pending > 0) {
+      const inFlight = this.queue.settled();
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        inFlight.then(() => true),
+        new Promise<false>((resolve) => { timer = setTimeout(resolve, waitInFlightMs, false); }),
+      ]);
+      clearTimeout(timer);
+      if (!finished) {
+        this.log.warn({ waited_ms: waitInFlightMs }, 'an action is still in flight at shutdown: withdrawing without waiting for it');
+        await this.withdrawAndClean(reason, drainMs);
+        // Whatever the late action announced or added goes too (the daemon's exit bound limits this wait).
+        await inFlight;
+        await this.withdrawAndClean(reason, 0);
+        return;
       }
-      for (const r of rest) await this.withdrawStep(model, r, reason, logFailure);
-      // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
-      await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
-      if (this.model) {
-        this.model.vips.clear();
-        this.model.nat = [];
-      }
+    }
+    await this.queue.run(() => this.withdrawAndClean(reason, drainMs));
+  }
+
+  private async withdrawAndClean(reason: string, drainMs: number): Promise<void> {
+    const routes = await this.router.listRoutes().catch((err) => {
+      this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
+      return [...(this.model?.routes.values() ?? [])];
     });
+    const model = this.model ?? { routes: new Map<string, Route>(), vips: new Map<string, VipBinding>(), nat: [] };
+    const logFailure = (app: string, what: string, err: unknown) => {
+      this.stats.errors++;
+      this.log.error({ err, app }, `${what} failed at shutdown`);
+    };
+    let rest = drainMs > 0 && routes.length > 0 ? await this.drain(model, routes, drainMs, logFailure) : routes;
+    if (rest.length >= BULK_MIN && this.router.withdrawMany) {
+      try {
+        await this.router.withdrawMany(rest, reason);
+        for (const r of rest) this.recordWithdraw(model, r);
+        rest = [];
+      } catch (err) {
+        this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
+      }
+    }
+    for (const r of rest) await this.withdrawStep(model, r, reason, logFailure);
+    // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
+    await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
+    if (this.model) {
+      this.model.vips.clear();
+      this.model.nat = [];
+    }
   }
 
   /**
@@ -240,6 +291,8 @@ export class Reconciler {
     clearTimeout(this.resyncTimer);
     clearTimeout(this.retryTimer);
     for (const st of this.state.values()) this.cancelCleanup(st);
+    for (const timer of this.pendingSources.values()) clearTimeout(timer);
+    this.pendingSources.clear();
   }
 
   // ---------------------------------------------------------------------------------------------------------------
@@ -259,10 +312,14 @@ export class Reconciler {
     st.cleanupTimer = setTimeout(() => {
       st.cleanupTimer = undefined;
       st.cleanupAt = undefined;
-      this.log.info({ app, cleanup_timer_ms: this.opts.cleanupTimerMs }, 'app down for cleanup_timer: removing it');
       st.hostHeld = false;
-      // gocast: the app is dropped; a config app comes back on reload, a Consul app at the next poll.
-      this.registry.remove(app);
+      const spec = this.registry.get(app);
+      if (spec && dropsAtCleanup(spec)) {
+        this.log.info({ app, source: spec.source, cleanup_timer_ms: this.opts.cleanupTimerMs }, 'app down for cleanup_timer: removing its address and NAT rules, and the registration');
+        this.registry.remove(app);
+      } else {
+        this.log.info({ app, source: spec?.source, cleanup_timer_ms: this.opts.cleanupTimerMs }, 'app down for cleanup_timer: removing its address and NAT rules; still checked, brought back up when healthy');
+      }
       void this.trigger();
     }, this.opts.cleanupTimerMs);
     st.cleanupTimer.unref?.();
@@ -322,6 +379,9 @@ export class Reconciler {
       this.model = await this.readModel();
     }
     const model = this.model;
+    // Shutdown can begin while a pass runs (it waits for the effect in flight, not for the whole pass): every step
+    // below checks first, so nothing is re-added after shutdown withdrew and cleaned up.
+    const stopped = () => this.stopped;
     const apps = this.registry.all();
     let failed = false;
     const fail = (app: string, what: string, err: unknown) => {
@@ -358,17 +418,26 @@ export class Reconciler {
       }
     }
 
+    if (this.pendingSources.size > 0) {
+      const known = new Set(apps.flatMap((a) => a.vips.map((v) => v.text)));
+      for (const key of [...model.routes.keys(), ...model.vips.keys(), ...model.nat.map((n) => n.vip.text)]) {
+        if (!known.has(key)) undecided.add(key);
+      }
+    }
+
     // 1. Withdraw the routes of apps that are not UP any more (or gone, or whose VIP moved to another app). Routes
     //    of UP apps that merely lost a VIP (a VIP change) go in step 4, after the new VIP is announced.
     for (const [key, route] of [...model.routes]) {
       const want = wantRoutes.get(key);
       if (want && (want.app === route.app || route.app === '')) continue; // '' = our path from an earlier run: replaced below
       if (!want && (upApps.has(route.app) || undecided.has(key))) continue;
+      if (stopped()) return;
       await this.withdrawStep(model, route, want ? 'owner changed' : this.whyNot(route.app), fail);
     }
 
     // 2. Addresses before rules before routes. Rules of a VIP that is still announced stay until its withdraw.
     const missing = [...wantVips.values()].filter((v) => model.vips.get(v.prefix.text)?.app !== v.app);
+    if (stopped()) return;
     if (missing.length >= BULK_MIN && this.host.addVips) {
       try {
         const failures = await this.host.addVips(missing);
@@ -382,6 +451,7 @@ export class Reconciler {
       }
     } else {
       for (const vip of missing) {
+        if (stopped()) return;
         try {
           await this.host.addVip(vip);
           model.vips.set(vip.prefix.text, vip);
@@ -394,6 +464,7 @@ export class Reconciler {
     // Rules only where the address is on the host; steps 3 and 4 touch routes only, so this holds for step 5 too.
     const wantNatHere = wantNat.filter((n) => model.vips.has(n.vip.text));
     const keep = (n: NatBinding) => (model.routes.get(n.vip.text)?.app === n.app || undecided.has(n.vip.text)) && !wantVips.has(n.vip.text);
+    if (stopped()) return;
     await this.natStep(model, [...wantNatHere, ...model.nat.filter(keep)], natBlocked, fail);
 
     // 3. Announce what is missing or changed, only where the address is on the host.
@@ -412,19 +483,22 @@ export class Reconciler {
       if (natBlocked.has(route.app)) continue;
       toAnnounce.push({ route, replaces: have !== undefined });
     }
-    await this.announceStep(model, toAnnounce, fail);
+    await this.announceStep(model, toAnnounce, fail, undefined, stopped);
 
     // 4. Make-before-break: the routes an UP app no longer wants go now that its new VIPs are out.
     for (const [key, route] of [...model.routes]) {
+      if (stopped()) return;
       if (!wantRoutes.has(key) && !undecided.has(key)) await this.withdrawStep(model, route, 'VIP removed from the app', fail);
     }
 
     // 5. Tear-down: rules, then addresses, of everything no longer held.
+    if (stopped()) return;
     await this.natStep(model, [...wantNatHere, ...model.nat.filter((n) => undecided.has(n.vip.text) && !wantVips.has(n.vip.text))], natBlocked, fail);
     for (const [key, vip] of [...model.vips]) {
       if (wantVips.get(key)?.app === vip.app || undecided.has(key)) continue;
       if (model.routes.has(key)) continue; // still announced (its withdraw failed): keep the address under it
       if (model.nat.some((n) => n.vip.text === key)) continue; // its rules failed to go: keep the address they use
+      if (stopped()) return;
       try {
         await this.host.removeVip(vip);
         model.vips.delete(key);
@@ -451,8 +525,9 @@ export class Reconciler {
   }
 
   /** Many routes at once (a resync after a speaker restart) go in bulk when the router can; else one by one. */
-  private async announceStep(model: Model, list: Array<{ route: Route; replaces: boolean }>, fail: (app: string, what: string, err: unknown) => void, reason?: string): Promise<void> {
+  private async announceStep(model: Model, list: Array<{ route: Route; replaces: boolean }>, fail: (app: string, what: string, err: unknown) => void, reason?: string, halted: () => boolean = () => false): Promise<void> {
     let pending = list;
+    if (halted()) return;
     if (pending.length >= BULK_MIN && this.router.announceMany) {
       try {
         await this.router.announceMany(pending.map((x) => x.route), reason ?? 'app is up (bulk)');
@@ -463,6 +538,7 @@ export class Reconciler {
       }
     }
     for (const { route, replaces } of pending) {
+      if (halted()) return;
       try {
         await this.router.announce(route, reason ?? (replaces ? 'attributes changed' : 'app is up'));
         this.recordAnnounce(model, route);
@@ -505,6 +581,20 @@ export interface RouteEvent {
   readonly action: 'announce' | 'withdraw';
   readonly route: Route;
 }
+
+/**
+ * What cleanup_timer does with an app once its address and rules are gone. An HTTP registration is dropped (gocast):
+ * nothing else would ever remove an app whose registrant died, and a live registrant registers again. An app its
+ * source keeps declaring (the config file, the Consul catalog, a discovery plugin) stays registered and checked: the
+ * source would not deliver it again while nothing changes there, so dropping it would leave it unannounced for good
+ * after it recovers.
+ */
+export function dropsAtCleanup(app: AppSpec): boolean {
+  return app.source === 'http';
+}
+
+/** How long shutdown waits for the action in flight before it withdraws anyway. */
+export const SHUTDOWN_WAIT_IN_FLIGHT_MS = 2000;
 
 /** From this many announces in one pass on, a router with announceMany gets them in one call. */
 const BULK_MIN = 16;

@@ -18,6 +18,11 @@ export class SerialQueue {
   get pending(): number {
     return this.depth;
   }
+
+  /** Resolves when everything queued so far has run (whether it succeeded or failed). */
+  settled(): Promise<void> {
+    return this.tail.then(() => undefined);
+  }
 }
 
 interface Run<T> {
