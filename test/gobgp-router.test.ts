@@ -235,6 +235,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
 
   t.test('a BGP port already taken is a clear VIPCAST_ERR_ROUTER_CONFLICT', async (t) => {
     const g2 = await startGobgpd({ ns: node });
+    cleanups.push(() => g2.stop());
     const r2 = new GobgpRouter({ bgp: bgp({ localIp: A.node }), gobgp: { address: g2.address }, log, runIp: inNode });
     await t.rejects(r2.start(), { code: 'VIPCAST_ERR_ROUTER_CONFLICT', message: /cannot listen for BGP on .*port 179.*address already in use.*listen_port: -1/s });
     await r2.close();

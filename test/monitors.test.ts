@@ -70,6 +70,7 @@ function hasIpv6Loopback(): boolean {
 
 t.test('port:tcp:N is up while a TCP socket listens on 127.0.0.1:N and down once it is closed', async (t) => {
   const server = await tcpServer('127.0.0.1');
+  t.teardown(() => (server.listening ? closeServer(server) : undefined));
   const port = portOf(server);
   await fresh();
   const up = await pool.run(spec(`port:tcp:${port}`), 1000);
@@ -236,6 +237,7 @@ t.test('port:udp:N never binds the port: a socket binding and closing N in a loo
 
 t.test('connect mode is up on a listener and down on a closed port', async (t) => {
   const server = await tcpServer('127.0.0.1');
+  t.teardown(() => (server.listening ? closeServer(server) : undefined));
   const port = portOf(server);
   const monitor = spec({ type: 'port', host: '127.0.0.1', port });
   const up = await pool.run(monitor, 1000);

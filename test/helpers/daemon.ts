@@ -93,6 +93,15 @@ export async function listen(port: number, host = '127.0.0.1'): Promise<Server> 
   return s;
 }
 
+/** `listen`, closed in `t.teardown` if the test has not closed it by then (a failing test must not hang its file). */
+export async function serve(t: { teardown(fn: () => unknown): void }, port: number, host = '127.0.0.1'): Promise<Server> {
+  const s = await listen(port, host);
+  t.teardown(() => closeServer(s));
+  return s;
+}
+
+/** Close a server (safe to call twice). */
 export function closeServer(s: Server): Promise<void> {
+  if (!s.listening) return Promise.resolve();
   return new Promise((r) => s.close(() => r()));
 }
