@@ -7,10 +7,10 @@ import { Writable } from 'node:stream';
 import { parseConfigText, consulSettings } from '../src/core/config.js';
 import { createLogger } from '../src/core/logger.js';
 import { CheckPool } from '../src/core/check-pool.js';
-import { ConsulDiscovery } from '../src/plugins/discovery/consul/index.js';
+import { ConsulDiscovery, requestTimeoutMs, CONFIRM_DELAY_MS, READ_BURST, READ_EVERY_MS } from '../src/plugins/discovery/consul/index.js';
 import type { AppSpec, ConsulSettings } from '../src/plugin-api.js';
 import { VipcastError } from '../src/core/errors.js';
-import { ConsulTestServer } from './helpers/consul-server.js';
+import { ConsulTestServer, READ_ALL } from './helpers/consul-server.js';
 
 const NODE = 'node1';
 
@@ -40,11 +40,16 @@ bgp: { local_as: 65001, local_ip: 198.18.0.2, peers: [{ peer_ip: 198.18.0.1, pee
 }
 
 /** A discovery with a change queue: `next()` resolves with the next emitted app set. */
-function discovery(server: ConsulTestServer, opts: { token?: string; stale?: boolean; node?: string; minBackoffMs?: number } = {}) {
-  const cfg = config(server.addr);
+function discovery(server: ConsulTestServer, opts: { token?: string; stale?: boolean; node?: string; minBackoffMs?: number; interval?: string; hooks?: Record<string, number> } = {}) {
+  const cfg = opts.interval ? parseConfigText(`
+agent: { listen_addr: "", consul_addr: ${server.addr}, consul_query_interval: ${opts.interval} }
+routing: { plugin: dry-run }
+bgp: { local_as: 65001, local_ip: 198.18.0.2, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }
+`, 'test.yaml', { env: {} }) : config(server.addr);
   const cap = capture();
   const consul: ConsulSettings = { addr: server.addr, token: opts.token ?? '', node: opts.node ?? NODE, stale: opts.stale ?? false };
-  const d = new ConsulDiscovery({ agent: cfg.agent, monitors: cfg.monitors, consul, log: cap.log, minBackoffMs: opts.minBackoffMs ?? 100 });
+  // Hooks spread in (not listed), so this file also compiles against older versions of the options.
+  const d = new ConsulDiscovery({ agent: cfg.agent, monitors: cfg.monitors, consul, log: cap.log, minBackoffMs: opts.minBackoffMs ?? 100, ...opts.hooks });
   const changes: Array<{ apps: readonly AppSpec[]; at: number }> = [];
   const waiters: Array<() => void> = [];
   const start = () => d.start((apps) => {
@@ -150,7 +155,7 @@ t.test('a blocking query returns promptly on change; one request per interval wh
   t.ok(max < 1000, `every change seen within 1 s, not at the end of the 5 s wait (max ${max.toFixed(1)} ms)`);
 });
 
-t.test('403 with a wrong token: clear error, token never logged; apps kept; 5xx retried with backoff', async (t) => {
+t.test('403 for an unknown token, a null filtered by ACLs without a token: clear errors, token never logged; apps kept; 5xx retried with backoff', async (t) => {
   const server = new ConsulTestServer();
   await server.start();
   t.teardown(() => server.close());
@@ -164,7 +169,7 @@ t.test('403 with a wrong token: clear error, token never logged; apps kept; 5xx 
   t.equal(wrong.changes.length, 0, 'no apps without read permission');
   const err = wrong.cap.lines.find((l) => /Consul catalog read failed/.test(String(l.msg)));
   t.ok(err, 'the failure is logged');
-  t.match(String(err!.msg), /403 ACL not found: the Consul ACL token \(agent.consul_token \/ CONSUL_TOKEN, set\) may not read node "node1"/);
+  t.match(String(err!.msg), /403 ACL not found: the Consul ACL token \(agent.consul_token \/ CONSUL_TOKEN, set\) may not read node "node1"; it needs node "node1" \{ policy = "read" \} and service_prefix "" \{ policy = "read" \}/);
   t.notMatch(wrong.cap.text(), /wrong-token-abcdef/, 'the token is never in the log');
   t.ok(wrong.cap.lines.filter((l) => /Consul catalog read failed/.test(String(l.msg))).length >= 2, 'retried');
   t.equal(server.requests.filter((r) => r.token === 'wrong-token-abcdef').length >= 2, true, 'X-Consul-Token header sent');
@@ -173,7 +178,9 @@ t.test('403 with a wrong token: clear error, token never logged; apps kept; 5xx 
   t.teardown(() => none.d.close());
   await none.start();
   await sleep(150);
-  t.match(String(none.cap.lines.find((l) => /failed/.test(String(l.msg)))?.msg), /403 Permission denied.*not set/, 'no token: Permission denied');
+  // Consul with ACLs on: no token = the anonymous token, which may not read the node: 200 null, filtered.
+  t.match(String(none.cap.lines.find((l) => /failed/.test(String(l.msg)))?.msg), /token \(agent.consul_token \/ CONSUL_TOKEN, not set\) may not read node "node1" \(Consul answered null, filtered by ACLs\)/, 'no token: the anonymous token\'s filtered null is an error');
+  t.equal(none.changes.length, 0, 'no apps reported from a filtered answer');
 
   const right = discovery(server, { token: secret });
   t.teardown(() => right.d.close());
@@ -326,4 +333,227 @@ apps:
   } catch (err) {
     t.match((err as VipcastError).details.join('\n'), /apps\[0\]\.monitors\[0\].*takes no argument/);
   }
+});
+
+t.test('test server: ACL answers and key order as Consul (200 null filtered for the node, services left out, 403 only for an unknown token)', async (t) => {
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  server.setServices(NODE, [
+    { ID: 'web-2', Service: 'web', Tags: [] }, { ID: '10', Service: 'api', Tags: [] }, { ID: 'dns', Service: 'dns', Tags: [] }, { ID: '9', Service: 'api', Tags: [] },
+  ]);
+  server.setToken('all');
+  server.setToken('no-node', { servicePrefix: [''] });
+  server.setToken('web-only', { node: [NODE], service: ['web'] });
+  const get = async (token?: string) => {
+    const res = await fetch(`${server.addr}/catalog/node/${NODE}`, { headers: token ? { 'X-Consul-Token': token } : {} });
+    return { status: res.status, filtered: res.headers.get('x-consul-results-filtered-by-acls'), text: await res.text() };
+  };
+  const all = await get('all');
+  t.equal(all.filtered, null, 'a full answer has no filter header');
+  t.same([...all.text.matchAll(/"ID":"([^"]+)","Service"/g)].map((m) => m[1]), ['10', '9', 'dns', 'web-2'], 'Services keys in Go\'s sorted order (integer-like keys too)');
+  t.same(await get('no-node'), { status: 200, filtered: 'true', text: 'null' }, 'a token that may not read the node: 200 null, filtered');
+  t.same(await get(), { status: 200, filtered: 'true', text: 'null' }, 'no token (anonymous, default deny): 200 null, filtered');
+  const some = await get('web-only');
+  t.equal(some.filtered, 'true');
+  t.same(Object.keys((JSON.parse(some.text) as { Services: object }).Services), ['web-2'], 'services the token may not read are left out');
+  t.same(await get('gone'), { status: 403, filtered: null, text: 'ACL not found' }, 'an unknown token: 403 ACL not found');
+});
+
+t.test('ACL policy change: a filtered null (node unreadable) or services left out withdraw nothing; the error names the minimum policy', async (t) => {
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  const secret = 'acl-change-token-31337';
+  server.setToken(secret);
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.16.1/32'] }, { Service: 'api', Tags: ['enable_gocast', 'gocast_vip=198.18.16.2/32'] }]);
+  const { d, start, next, changes, cap } = discovery(server, { token: secret });
+  t.teardown(() => d.close());
+  await start();
+  t.same(names((await next()).apps), ['api', 'web']);
+
+  // The policy loses node read (Consul: 200 null + X-Consul-Results-Filtered-By-ACLs: true); the bump wakes the read.
+  server.setToken(secret, { servicePrefix: [''] });
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.16.1/32'] }, { Service: 'api', Tags: ['enable_gocast', 'gocast_vip=198.18.16.2/32'] }]);
+  await sleep(CONFIRM_DELAY_MS + 500);
+  t.equal(changes.length, 1, 'no change reported: the filtered null is not "no services"');
+  t.same(names(d.apps()), ['api', 'web'], 'the last known apps are kept');
+  const err = cap.lines.find((l) => /filtered by ACLs/.test(String(l.msg)));
+  t.ok(err, 'logged as a failed read');
+  t.match(String(err?.msg), /token \(agent.consul_token \/ CONSUL_TOKEN, set\) may not read node "node1" \(Consul answered null, filtered by ACLs\); it needs node "node1" \{ policy = "read" \} and service_prefix "" \{ policy = "read" \}; keeping the last known apps/);
+  t.equal(err?.apps_kept, 2);
+
+  // Node readable again, but only the web service: api left out (filtered) is not a removal of api.
+  server.setToken(secret, { node: [NODE], service: ['web'] });
+  const from = cap.lines.length;
+  await sleep(CONFIRM_DELAY_MS + 500);
+  t.equal(changes.length, 1, 'no change reported for an answer with services left out');
+  t.same(names(d.apps()), ['api', 'web'], 'api kept');
+  t.ok(cap.lines.slice(from).some((l) => /Consul left out services of node "node1" that the Consul ACL token .* may not read \(filtered by ACLs\); it needs node "node1"/.test(String(l.msg))), 'logged: services filtered, with the policy');
+
+  // The full policy back: reads resume, and a real removal still goes through.
+  server.setToken(secret, READ_ALL);
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.16.1/32'] }]);
+  t.same(names((await next(5000)).apps), ['web'], 'a real removal (api unregistered) after the policy is fixed');
+  t.notMatch(cap.text(), new RegExp(secret), 'the token is never in the log');
+});
+
+t.test('a single transient empty answer withdraws nothing; an empty answer confirmed by a second read removes the apps', async (t) => {
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  const services = [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.17.1/32'] }, { Service: 'dns', Tags: ['enable_gocast', 'gocast_vip=198.18.17.2/32'] }];
+  server.setServices(NODE, services);
+  const { d, start, next, changes, cap } = discovery(server);
+  t.teardown(() => d.close());
+  await start();
+  t.same(names((await next()).apps), ['dns', 'web']);
+
+  // The node disappears (e.g. the agent re-registers it) and is back before the confirming read.
+  const waitLog = async (re: RegExp, from: number, ms = 3000) => {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const line = cap.lines.slice(from).find((l) => re.test(String(l.msg)));
+      if (line) return line;
+      if (performance.now() > deadline) throw new Error(`no log ${re} within ${ms} ms`);
+      await sleep(10);
+    }
+  };
+  let from = cap.lines.length;
+  server.removeNode(NODE);
+  const warn = await waitLog(/reading again in \d+ ms before withdrawing/, from);
+  t.match(String(warn.msg), /Consul answered no such node \(null\) for node "node1"/);
+  server.setServices(NODE, services);
+  await waitLog(/was not confirmed by a second read; nothing withdrawn/, from);
+  await sleep(200);
+  t.equal(changes.length, 1, 'no change reported for the transient empty answer');
+  t.same(names(d.apps()), ['dns', 'web'], 'apps kept');
+
+  // Every service untagged, and it stays so: removed after the second read agrees.
+  from = cap.lines.length;
+  const removed = performance.now();
+  server.setServices(NODE, services.map((s) => ({ ...s, Tags: s.Tags.filter((x) => x !== 'enable_gocast') })));
+  const gone = await next(CONFIRM_DELAY_MS + 3000);
+  t.same(gone.apps, [], 'two empty answers in a row remove the apps');
+  t.ok(gone.at - removed >= CONFIRM_DELAY_MS - 50, `not before the confirming read (${(gone.at - removed).toFixed(0)} ms)`);
+  t.ok(cap.lines.slice(from).some((l) => /Consul confirmed no apps for node "node1"/.test(String(l.msg))), 'the confirmed removal is logged');
+  const reqs = server.requests.filter((r) => r.path === `/v1/catalog/node/${NODE}`);
+  t.notOk(reqs[reqs.length - 1]!.query.has('index'), 'the confirming read does not block');
+});
+
+t.test('a 5 min wait answered at 5 min + jitter is no error: the read deadline is wait + wait/16 + margin, and fetch\'s 300 s limits are not in the way', async (t) => {
+  // Unit: Consul answers a blocking read at up to wait + wait/16 (5 min -> 318.75 s); 310 s is the issue's case.
+  const five = 5 * 60_000;
+  t.ok(requestTimeoutMs(five, true) > five + five / 16, `deadline for a 5 min wait: ${requestTimeoutMs(five, true)} ms > 318750 ms`);
+  t.ok(requestTimeoutMs(five, true) - (five + five / 16) >= 5000, 'with a margin of seconds for the network');
+  t.ok(requestTimeoutMs(1000, false) >= 5000, 'a non-blocking read gets the margin');
+
+  // End to end, scaled down: the limit that broke the old client is fetch's (undici) headersTimeout, 300 s = the
+  // longest wait. Here fetch's limits are cut to 1 s (undici's timer is coarse: it fires 1-2 s after) and the wait is
+  // 2 s, answered at wait + wait/16 = 2.125 s, Consul's latest.
+  const sym = Symbol.for('undici.globalDispatcher.1');
+  const g = globalThis as unknown as Record<symbol, { constructor: new (o: object) => { close(): Promise<void> } } | undefined>;
+  await fetch('http://127.0.0.1:1/').catch(() => undefined); // loads fetch, which installs its global dispatcher
+  const original = g[sym];
+  t.ok(original, 'fetch\'s global dispatcher is where Node 20 keeps it');
+  const short = new original!.constructor({ headersTimeout: 1000, bodyTimeout: 1000 });
+  g[sym] = short as never;
+  t.teardown(async () => {
+    g[sym] = original;
+    await short.close();
+  });
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  server.holdExtraMs = 125;
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.18.1/32'] }]);
+  const { d, start, next, cap } = discovery(server, { interval: '2s', hooks: { httpMarginMs: 1000 } });
+  t.teardown(() => d.close());
+  await start();
+  t.same(names((await next()).apps), ['web']);
+  await sleep(2 * (2000 + 125) + 400);
+  const errors = cap.lines.filter((l) => /failed/.test(String(l.msg)));
+  t.same(errors.map((l) => l.msg), [], 'no read failed');
+  const held = server.requests.filter((r) => r.path === `/v1/catalog/node/${NODE}` && r.query.get('wait') === '2s');
+  t.ok(held.length >= 2, `the blocking reads go on (${held.length})`);
+  t.ok(held.slice(0, 2).every((r) => r.status === 200 && r.heldMs >= 2100), 'each answered after wait + jitter');
+  t.ok(server.requests.slice(1).every((r) => r.query.get('index') === '11'), 'the index is never reset (every read after the first blocks on it)');
+  t.same(names(d.apps()), ['web']);
+});
+
+t.test('our own deadline: a blocking read that gets no answer by wait + wait/16 + margin fails and is retried', async (t) => {
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  server.holdExtraMs = 60_000; // never within the deadline
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.18.2/32'] }]);
+  const { d, start, next, cap } = discovery(server, { interval: '1s', hooks: { httpMarginMs: 300 } });
+  t.teardown(() => d.close());
+  await start();
+  await next();
+  const began = performance.now();
+  const deadline = requestTimeoutMs(1000, true, 300);
+  for (;;) {
+    if (cap.lines.some((l) => /no answer within/.test(String(l.msg)))) break;
+    if (performance.now() - began > deadline + 5000) break;
+    await sleep(20);
+  }
+  const line = cap.lines.find((l) => /no answer within/.test(String(l.msg)));
+  t.match(String(line?.msg), new RegExp(`no answer within ${deadline} ms; keeping the last known apps`), `the read gave up at its deadline (${deadline} ms = 1 s + 63 ms + 300 ms)`);
+  t.same(names(d.apps()), ['web'], 'apps kept');
+});
+
+t.test('blocking-query client rules: index backwards resets to a non-blocking read; index 0 is never a blocking index; a churning index is rate limited', async (t) => {
+  const server = new ConsulTestServer();
+  await server.start();
+  t.teardown(() => server.close());
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.19.1/32'] }]);
+  const { d, start, next, changes } = discovery(server);
+  t.teardown(() => d.close());
+  await start();
+  await next();
+  await sleep(100);
+  const catalog = () => server.requests.filter((r) => r.path === `/v1/catalog/node/${NODE}`);
+
+  // A snapshot restore: the index goes back from 11 to 5.
+  let n = catalog().length;
+  server.setIndex(5);
+  await sleep(300);
+  let after = catalog().slice(n);
+  t.ok(after.length >= 2, 'read again');
+  t.notOk(after[0]!.query.has('index'), 'after an index that went backwards: a non-blocking read');
+  t.equal(after[1]!.query.get('index'), '5', 'then blocking on the new index');
+
+  // A buggy X-Consul-Index: 0 is never used as a blocking index.
+  server.indexHeader = '0';
+  server.setIndex(6);
+  await sleep(300);
+  server.indexHeader = undefined;
+  after = catalog().slice(n);
+  t.ok(after.every((r) => r.query.get('index') !== '0'), 'never index=0');
+  t.ok(after.some((r) => r.query.get('index') === '1'), 'index 1 instead (Consul: "reset to 1")');
+
+  // Churn: the index moves every 5 ms without a change to this node (another node's writes).
+  await sleep(READ_BURST * READ_EVERY_MS); // a full bucket
+  let i = 0;
+  const churn = setInterval(() => server.setServices('node2', [{ Service: `s${i++}` }]), 5);
+  t.teardown(() => clearInterval(churn));
+  n = catalog().length;
+  const window = 3000;
+  await sleep(window);
+  const reads = catalog().length - n;
+  t.comment(`${reads} catalog reads in ${window} ms of index churn`);
+  t.ok(reads <= READ_BURST + Math.ceil(window / READ_EVERY_MS) + 1, `rate limited: ${reads} reads <= ${READ_BURST} burst + 1 per ${READ_EVERY_MS} ms (20 reads/s before)`);
+  n = catalog().length;
+  await sleep(2000);
+  const steady = catalog().length - n;
+  t.ok(steady >= 1 && steady <= 3, `steady churn: ${steady} reads in 2 s (one per second)`);
+  // A real change during the churn is still seen within a read period.
+  const changed = performance.now();
+  server.setServices(NODE, [{ Service: 'web', Tags: ['enable_gocast', 'gocast_vip=198.18.19.2/32'] }]);
+  const ch = await next(READ_EVERY_MS + 2000);
+  t.same(ch.apps[0]!.vips.map((v) => v.text), ['198.18.19.2/32']);
+  t.ok(ch.at - changed <= READ_EVERY_MS + 1000, `seen within ${(ch.at - changed).toFixed(0)} ms during the churn`);
+  clearInterval(churn);
+  t.equal(changes.length, 2, 'the churn itself reported nothing');
 });

@@ -4,22 +4,35 @@
  *
  * - On only with agent.consul_addr AND env CONSUL_NODE (gocast); `ConsulDiscovery.disabledReason` says why not.
  * - Token: agent.consulToken, where config.ts has already applied CONSUL_TOKEN (non-empty env wins); sent as
- *   X-Consul-Token, never logged.
+ *   X-Consul-Token, never logged. Minimum ACL policy: `node "<CONSUL_NODE>" { policy = "read" }` and
+ *   `service_prefix "" { policy = "read" }` (ACL_POLICY).
  * - `GET {addr}/catalog/node/{CONSUL_NODE}` (+ `stale` when CONSUL_STALE=true) as a blocking query: `index` = the
  *   last X-Consul-Index, `wait` = consul_query_interval (capped at 5 min), so a change arrives within milliseconds and
- *   an idle catalog costs one request per interval. HTTP timeout: 10 s (gocast) beyond the wait.
- * - Errors (unreachable, timeout, 403, 5xx, bad JSON) are logged and retried with backoff (1 s doubling, at most
- *   30 s or the query interval); the last known apps stay: routes are never dropped because Consul is briefly away.
+ *   an idle catalog costs one request per interval. Consul's client rules for blocking queries are kept: an index that
+ *   goes backwards resets to 0 (the next read doesn't block), index 0 is never sent as a blocking index (an answer
+ *   with X-Consul-Index < 1 continues from 1), and reads are rate limited (READ_BURST back to back, then one per
+ *   READ_EVERY_MS) so an index that churns costs one read a second, not a tight loop.
+ * - Deadline per read: wait + wait/16 (Consul's jitter) + HTTP_TIMEOUT_MS (gocast's 10 s) for a blocking read,
+ *   HTTP_TIMEOUT_MS for another (`requestTimeoutMs`). No other timeout applies (node:http, see httpGet).
+ * - Errors (unreachable, timeout, 403, 5xx, bad JSON, an answer filtered by ACLs) are logged and retried with backoff
+ *   (1 s doubling, at most 30 s or the query interval); the last known apps stay: routes are never dropped because
+ *   Consul is briefly away or the token lost a permission. An answer with X-Consul-Results-Filtered-By-ACLs is an
+ *   error even when it still lists services: what the token can't see can't be told from a removal.
+ * - A drop from some apps to none (node gone, every service untagged) is only delivered when a second, non-blocking
+ *   read CONFIRM_DELAY_MS later agrees; otherwise the second read's answer is used.
  * - Tags: `enable_gocast` (required), `gocast_vip=` (required; several tags: the last wins, as gocast; several VIPs
  *   for one service go comma-separated in that one tag: `gocast_vip=198.18.0.1/32,2001:db8::1/128`),
  *   `gocast_vip_communities=a:b,c:d` (repeatable, concatenated), `gocast_monitor=` and `gocast_nat=` (repeatable).
  *   Built by appFromRegistration (untrusted: exec monitors refused). A service with a bad tag is skipped with one
  *   log line naming the service and the tag; the others still apply.
- * - A service gone from the catalog (or untagged) is removed; a node unknown to Consul (`null`) has no services.
+ * - A service gone from the catalog (or untagged) is removed; a node unknown to Consul (`null` without the ACL
+ *   header) has no services.
  *
- * Plain fetch, not the `consul` npm package: a blocking query needs the raw X-Consul-Index header, an AbortSignal
- * for close() and our own timeout and status handling, and the worker-side monitor uses fetch too.
+ * node:http, not the `consul` npm package: a blocking query needs the raw X-Consul-Index header, an AbortSignal for
+ * close() and our own timeout and status handling.
  */
+import http from 'node:http';
+import https from 'node:https';
 import type { AppSpec, ConsulSettings, Discovery } from '../../../plugin-api.js';
 import type { AgentConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
@@ -27,12 +40,37 @@ import type { MonitorRegistry } from '../../../core/monitor-registry.js';
 import { appFromRegistration, type RegistrationInput } from '../../../core/registration.js';
 import { errorDetails, VipcastError } from '../../../core/errors.js';
 
+/** Margin beyond a blocking read's wait + jitter, and the whole deadline of a non-blocking read (gocast: 10 s). */
 export const HTTP_TIMEOUT_MS = 10_000;
 export const MAX_WAIT_MS = 5 * 60_000;
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 30_000;
-/** Two catalog reads are at least this far apart (Consul may answer a blocking query early). */
-const MIN_GAP_MS = 50;
+/**
+ * Rate limit (Consul's client rules: "rate limit when the index changes rapidly"): a token bucket of READ_BURST reads,
+ * refilled with one every READ_EVERY_MS. Changes made by people or deploy tools (a few at a time) are seen at once;
+ * an index that churns (older Consul wakes a node query on any catalog write; a buggy X-Consul-Index of 0) costs one
+ * read a second per host instead of a tight loop (20 reads/s with the old 50 ms gap).
+ */
+export const READ_BURST = 10;
+export const READ_EVERY_MS = 1000;
+/** A drop to no apps is read again this much later before it is delivered. */
+export const CONFIRM_DELAY_MS = 1000;
+/** A catalog answer larger than this is an error (a node's services are kilobytes). */
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+const FILTERED_HEADER = 'x-consul-results-filtered-by-acls';
+
+/** The minimum ACL policy of the token for this node (named in every ACL error). */
+export function aclPolicy(node: string): string {
+  return `node ${JSON.stringify(node)} { policy = "read" } and service_prefix "" { policy = "read" }`;
+}
+
+/**
+ * The deadline of one catalog read: a blocking read waits `waitMs`, plus up to wait/16 that Consul adds to spread
+ * wake-ups, plus the margin; a non-blocking read gets the margin alone.
+ */
+export function requestTimeoutMs(waitMs: number, blocking: boolean, marginMs = HTTP_TIMEOUT_MS): number {
+  return (blocking ? waitMs + Math.ceil(waitMs / 16) : 0) + marginMs;
+}
 
 export interface ConsulService {
   ID?: string;
@@ -49,6 +87,9 @@ export interface ConsulDiscoveryOptions {
   readonly log: Logger;
   /** Test hooks. */
   readonly minBackoffMs?: number;
+  readonly confirmDelayMs?: number;
+  /** HTTP_TIMEOUT_MS for this instance. */
+  readonly httpMarginMs?: number;
 }
 
 /** Registration parameters from one service's tags, or a problem naming the tag. */
@@ -93,6 +134,13 @@ export class ConsulDiscovery implements Discovery {
   private loop: Promise<void> | undefined;
   private index = 0;
   private failures = 0;
+  /** Whether onChange was called once (the first read always reports: a discovery built by a reload takes over). */
+  private reported = false;
+  /** Read tokens left (see READ_BURST) and when they were last counted. */
+  private tokens = READ_BURST;
+  private tokensAt = performance.now();
+  /** Our own connection pool: keep-alive between reads, and no socket timeout of a shared agent. */
+  private readonly httpAgent: http.Agent;
   /** Skip reasons logged for the current catalog, so a re-read of the same catalog doesn't log them again. */
   private logged = new Set<string>();
   private agent: AgentConfig;
@@ -103,6 +151,7 @@ export class ConsulDiscovery implements Discovery {
   constructor(private readonly opts: ConsulDiscoveryOptions) {
     this.agent = opts.agent;
     this.monitors = opts.monitors;
+    this.httpAgent = opts.consul.addr.startsWith('https:') ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
   /** Why Consul discovery is off for these settings, or undefined when it is on. */
@@ -148,6 +197,7 @@ export class ConsulDiscovery implements Discovery {
   async close(): Promise<void> {
     this.abort.abort();
     await this.loop;
+    this.httpAgent.destroy();
   }
 
   private get waitMs(): number {
@@ -157,8 +207,6 @@ export class ConsulDiscovery implements Discovery {
   private async run(): Promise<void> {
     const signal = this.abort.signal;
     while (!signal.aborted) {
-      const started = performance.now();
-      let delay = MIN_GAP_MS;
       try {
         await this.poll(signal);
         this.failures = 0;
@@ -167,23 +215,70 @@ export class ConsulDiscovery implements Discovery {
         this.failures++;
         this.stats.errors++;
         const min = this.opts.minBackoffMs ?? MIN_BACKOFF_MS;
-        delay = Math.min(min * 2 ** (this.failures - 1), Math.max(min, Math.min(MAX_BACKOFF_MS, this.agent.consulQueryIntervalMs)));
+        const delay = Math.min(min * 2 ** (this.failures - 1), Math.max(min, Math.min(MAX_BACKOFF_MS, this.agent.consulQueryIntervalMs)));
         const message = (err as Error).message;
         this.stats.lastError = message;
         this.opts.log.error({ consul_addr: this.opts.consul.addr, node: this.opts.consul.node, failures: this.failures, retry_in_ms: delay, apps_kept: this.current.length },
           `Consul catalog read failed: ${message}; keeping the last known apps`);
         // A failure resets the blocking index: the next read answers at once.
         this.index = 0;
+        await sleep(delay, signal);
       }
-      const left = delay - (performance.now() - started);
-      if (left > 0) await sleep(left, signal);
     }
   }
 
+  /** One blocking read, confirmed by a second one when it would take every app away; then delivered. */
   private async poll(signal: AbortSignal): Promise<void> {
+    const { node } = this.opts.consul;
+    let read = await this.read(signal, this.index > 0);
+    if (signal.aborted) return;
+    if (this.current.length > 0 && this.build(read.services).apps.length === 0) {
+      // A node re-registering, a follower behind, a token losing a service: one empty answer is not enough to
+      // withdraw every route of this host.
+      const delay = this.opts.confirmDelayMs ?? CONFIRM_DELAY_MS;
+      const what = read.nodeKnown ? 'no tagged services' : 'no such node (null)';
+      this.opts.log.warn({ node, apps_kept: this.current.length, confirm_in_ms: delay },
+        `Consul answered ${what} for node "${node}"; reading again in ${delay} ms before withdrawing the Consul apps`);
+      await sleep(delay, signal);
+      if (signal.aborted) return;
+      read = await this.read(signal, false);
+      if (signal.aborted) return;
+      const apps = this.build(read.services).apps.length;
+      if (apps === 0) this.opts.log.warn({ node, apps_removed: this.current.length }, `Consul confirmed no apps for node "${node}" (second read); removing the Consul apps`);
+      else this.opts.log.info({ node, apps }, `the empty answer for node "${node}" was not confirmed by a second read; nothing withdrawn`);
+    }
+    this.setIndex(read.index);
+    this.stats.polls++;
+    if (!read.nodeKnown && this.services?.length !== 0) {
+      this.opts.log.warn({ node }, `Consul knows no node "${node}" (CONSUL_NODE): no Consul apps`);
+    }
+    this.apply(read.services, false);
+  }
+
+  /** Consul's rules: an index that goes backwards restarts with a non-blocking read; never block on an index < 1. */
+  private setIndex(idx: number): void {
+    if (idx < this.index) this.index = 0;
+    else this.index = Number.isSafeInteger(idx) && idx >= 1 ? idx : 1;
+  }
+
+  /** Wait for a read token (see READ_BURST). */
+  private async throttle(signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const now = performance.now();
+      this.tokens = Math.min(READ_BURST, this.tokens + (now - this.tokensAt) / READ_EVERY_MS);
+      this.tokensAt = now;
+      if (this.tokens >= 1 || signal.aborted) break;
+      await sleep((1 - this.tokens) * READ_EVERY_MS, signal);
+    }
+    this.tokens -= 1;
+  }
+
+  /** One catalog read; throws on anything but a complete, unfiltered 200 with a node object or `null`. */
+  private async read(signal: AbortSignal, blocking: boolean): Promise<{ services: ConsulService[]; index: number; nodeKnown: boolean }> {
+    await this.throttle(signal);
     const { addr, node, token, stale } = this.opts.consul;
     const query = new URLSearchParams();
-    if (this.index > 0) {
+    if (blocking) {
       query.set('index', String(this.index));
       query.set('wait', `${Math.ceil(this.waitMs / 1000)}s`);
     }
@@ -192,21 +287,20 @@ export class ConsulDiscovery implements Discovery {
     if (qs || stale) url += `?${qs}${stale ? `${qs ? '&' : ''}stale` : ''}`;
     const headers: Record<string, string> = { accept: 'application/json' };
     if (token) headers['X-Consul-Token'] = token;
-    // Consul adds up to wait/16 of jitter to a blocking query.
-    const timeoutMs = (this.index > 0 ? this.waitMs + Math.ceil(this.waitMs / 16) : 0) + HTTP_TIMEOUT_MS;
+    const timeoutMs = requestTimeoutMs(this.waitMs, blocking, this.opts.httpMarginMs);
     const timeout = AbortSignal.timeout(timeoutMs);
-    let res: Response;
-    let text: string;
+    let res: HttpAnswer;
     try {
-      res = await fetch(url, { headers, signal: AbortSignal.any([signal, timeout]) });
-      text = await res.text();
+      res = await httpGet(url, headers, this.httpAgent, AbortSignal.any([signal, timeout]));
     } catch (err) {
       if (timeout.aborted && !signal.aborted) throw new Error(`no answer within ${timeoutMs} ms`);
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      throw new Error(`${e.cause?.code ?? e.cause?.message ?? e.message}`);
+      const e = err as Error & { code?: string };
+      throw new Error(`${e.code ?? e.message}`);
     }
+    const { text } = res;
+    const who = `the Consul ACL token (agent.consul_token / CONSUL_TOKEN, ${token ? 'set' : 'not set'})`;
     if (res.status === 403) {
-      throw new Error(`403 ${oneLine(text)}: the Consul ACL token (agent.consul_token / CONSUL_TOKEN, ${token ? 'set' : 'not set'}) may not read node "${node}"`);
+      throw new Error(`403 ${oneLine(text)}: ${who} may not read node "${node}"; it needs ${aclPolicy(node)}`);
     }
     if (res.status !== 200) throw new Error(`HTTP ${res.status} ${oneLine(text)}`);
     let body: unknown;
@@ -214,6 +308,13 @@ export class ConsulDiscovery implements Discovery {
       body = JSON.parse(text);
     } catch {
       throw new Error(`invalid JSON from ${addr}/catalog/node/${node}`);
+    }
+    if (header(res, FILTERED_HEADER) === 'true') {
+      // Consul answers 200 for a token it knows but that may not read something: `null` for the node, or the node
+      // without the services the token can't read. Either way the apps can't be known from this answer.
+      throw new Error(body === null
+        ? `${who} may not read node "${node}" (Consul answered null, filtered by ACLs); it needs ${aclPolicy(node)}`
+        : `Consul left out services of node "${node}" that ${who} may not read (filtered by ACLs); it needs ${aclPolicy(node)}`);
     }
     let services: ConsulService[];
     if (body === null) {
@@ -225,35 +326,25 @@ export class ConsulDiscovery implements Discovery {
     } else {
       throw new Error('the answer is not a node object');
     }
-    const idx = Number(res.headers.get('x-consul-index'));
-    // Consul: an index that goes backwards (or is not positive) resets the blocking query.
-    this.index = Number.isSafeInteger(idx) && idx > 0 && idx >= this.index ? idx : 0;
-    this.stats.polls++;
-    if (body === null && this.services?.length !== 0) {
-      this.opts.log.warn({ node }, `Consul knows no node "${node}" (CONSUL_NODE): no Consul apps`);
-    }
-    this.apply(services, false);
+    const raw = header(res, 'x-consul-index');
+    return { services, index: raw === undefined ? Number.NaN : Number(raw), nodeKnown: body !== null };
   }
 
-  private apply(services: ConsulService[], force: boolean): void {
-    this.services = services;
+  /** The apps of a catalog answer, and the skip reasons to log (key, fields, message). */
+  private build(services: ConsulService[]): { apps: AppSpec[]; notes: Array<[string, Record<string, unknown>, string]> } {
     const apps: AppSpec[] = [];
     const seen = new Set<string>();
-    const logged = new Set<string>();
-    const note = (key: string, fields: Record<string, unknown>, msg: string): void => {
-      logged.add(key);
-      if (!this.logged.has(key)) this.opts.log.error(fields, msg);
-    };
+    const notes: Array<[string, Record<string, unknown>, string]> = [];
     for (const svc of services) {
       const name = String(svc.Service ?? '');
       const tags = Array.isArray(svc.Tags) ? svc.Tags.map(String) : [];
       const { input, skip, origin } = tagsToRegistration(name, tags);
       if (!input) {
-        if (skip !== 'no enable_gocast tag') note(`${name}|${skip}`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: ${skip}`);
+        if (skip !== 'no enable_gocast tag') notes.push([`${name}|${skip}`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: ${skip}`]);
         continue;
       }
       if (seen.has(name)) {
-        note(`${name}|dup`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: another instance (ID) of it on this node is already used`);
+        notes.push([`${name}|dup`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: another instance (ID) of it on this node is already used`]);
         continue;
       }
       try {
@@ -266,21 +357,77 @@ export class ConsulDiscovery implements Discovery {
           const param = colon === -1 ? '' : d.slice(0, colon);
           const tag = origin.get(param) ?? (param === 'name' ? `service name "${name}"` : undefined);
           const where = tag ? (tag.startsWith('service name') ? tag : `tag "${tag}"`) : param;
-          note(`${name}|${d}`, { service: name, service_id: svc.ID, tag }, `Consul service "${name}" skipped: ${where}: ${colon === -1 ? d : d.slice(colon + 1).trim()}`);
+          notes.push([`${name}|${d}`, { service: name, service_id: svc.ID, tag }, `Consul service "${name}" skipped: ${where}: ${colon === -1 ? d : d.slice(colon + 1).trim()}`]);
         }
       }
     }
+    return { apps, notes };
+  }
+
+  private apply(services: ConsulService[], force: boolean): void {
+    this.services = services;
+    const { apps, notes } = this.build(services);
+    const logged = new Set<string>();
+    for (const [key, fields, msg] of notes) {
+      if (!this.logged.has(key) && !logged.has(key)) this.opts.log.error(fields, msg);
+      logged.add(key);
+    }
     this.logged = logged;
-    // The first read always reports (a discovery built by a reload takes over from the old one, even with no apps).
-    const changed = force || this.stats.polls === 1 || !sameApps(this.current, apps);
+    const changed = force || !this.reported || !sameApps(this.current, apps);
     this.current = Object.freeze(apps);
-    if (changed) this.onChange?.(this.current);
+    if (changed) {
+      this.reported = true;
+      this.onChange?.(this.current);
+    }
   }
 }
 
 function sameApps(a: readonly AppSpec[], b: readonly AppSpec[]): boolean {
   const key = (x: readonly AppSpec[]): string => JSON.stringify(x.map((s) => [s.name, s.vips.map((v) => v.text), s.communities.map((c) => c.text), s.monitors.map((m) => m.text), s.nats.map((n) => n.text)]));
   return key(a) === key(b);
+}
+
+interface HttpAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
+
+function header(res: HttpAnswer, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * One GET through node:http(s), not fetch: fetch (undici) gives up after 300 s without response headers
+ * (headersTimeout) and after 300 s without body data (bodyTimeout), and Consul answers a 5 min blocking read at up to
+ * 5 min + wait/16, so nearly every idle read failed. node:http has neither limit and needs no dependency (Node does
+ * not export undici's Agent, and an npm undici would have to match the bundled fetch); the caller's signal carries
+ * the one deadline, derived from the wait (requestTimeoutMs).
+ */
+function httpGet(url: string, headers: Record<string, string>, agent: http.Agent, signal: AbortSignal): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { headers, agent, signal }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let done = false;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_BODY_BYTES) req.destroy(new Error(`answer larger than ${MAX_BODY_BYTES} bytes`));
+        else chunks.push(chunk);
+      });
+      res.on('end', () => {
+        done = true;
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.on('error', reject);
+      res.on('close', () => {
+        if (!done) reject(new Error('the connection closed before the answer was complete'));
+      });
+    });
+    req.on('error', reject);
+  });
 }
 
 function oneLine(text: string): string {
