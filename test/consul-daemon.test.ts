@@ -12,12 +12,12 @@ const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 
 const NODE = 'node1';
 const TOKEN = 'daemon-secret-token-77';
 
-function config(file: string, addr: string, interval = '5s'): void {
+function config(file: string, addr: string, interval = '5s', cleanup = '1m'): void {
   writeFileSync(file, `
 agent:
   listen_addr: ""
   monitor_interval: 200ms
-  cleanup_timer: 1m
+  cleanup_timer: ${cleanup}
   consul_addr: ${addr}
   consul_query_interval: ${interval}
   consul_token: not-the-real-one
@@ -114,6 +114,33 @@ t.test('Consul apps: announce, withdraw on tag removal and on a critical consul 
   d.kill('SIGTERM');
   await d.exited;
   t.ok(d.lines.slice(from).some(isRoute('withdraw', '198.18.20.10/32')), 'SIGTERM withdraws the Consul app');
+});
+
+t.test('cleanup_timer then recovery of a Consul app: announced again within one interval, with no catalog change', async (t) => {
+  const server = new ConsulTestServer(NODE);
+  await server.start();
+  t.teardown(() => server.close());
+  const check: TestCheck = { Node: NODE, CheckID: 'service:dns', Name: 'dns health', Status: 'passing', ServiceID: 'dns', ServiceName: 'dns', ServiceTags: ['enable_gocast'] };
+  server.setCheck(check);
+  server.setServices(NODE, [{ Service: 'dns', Tags: ['enable_gocast', 'gocast_vip=198.18.20.53/32', 'gocast_monitor=consul'] }]);
+  const dir = t.testdir();
+  const file = join(dir, 'vipcast.yaml');
+  // A long query interval: the blocking catalog read does not come back by itself during the test.
+  config(file, server.addr, '60s', '500ms');
+  const d = new DaemonProcess(['run', '-c', file], { env: { CONSUL_NODE: NODE, CONSUL_TOKEN: '', CONSUL_STALE: '' } });
+  t.teardown(() => d.stop());
+  await d.waitLine(isRoute('announce', '198.18.20.53/32'), 8000, 'announce of the Consul app');
+  server.setCheck({ ...check, Status: 'critical' });
+  await d.waitLine(isRoute('withdraw', '198.18.20.53/32'), 5000, 'withdraw on the critical check');
+  await d.waitLine((l) => l.event === 'host' && l.action === 'remove-vip' && l.prefix === '198.18.20.53/32', 5000, 'address removed by cleanup_timer');
+  const deliveries = d.lines.filter((l) => l.msg === 'Consul apps updated').length;
+  const from = d.lines.length;
+  const recovered = performance.now();
+  server.setCheck({ ...check, Status: 'passing' });
+  const back = await d.waitLine(isRoute('announce', '198.18.20.53/32'), 5000, 'announced again after recovery', from);
+  t.ok(back.at - recovered < 200 + 500, `announced ${Math.round(back.at - recovered)} ms after the check passed (one 200 ms interval + slack)`);
+  t.equal(d.lines.filter((l) => l.msg === 'Consul apps updated').length, deliveries, 'Consul delivered nothing new: the app came back on its own checks');
+  t.ok(d.lines.slice(from).some((l) => l.event === 'host' && l.action === 'add-vip' && l.prefix === '198.18.20.53/32'), 'its address is back on lo');
 });
 
 t.test('consul_addr without CONSUL_NODE: discovery off, and the daemon says why', async (t) => {
