@@ -29,6 +29,8 @@ const JUMP_SPEC = ['-m', 'addrtype', '--dst-type', 'LOCAL', '-m', 'comment', '--
 /** Seconds to wait for the xtables lock; a command is killed after COMMAND_TIMEOUT_MS. */
 const XT_WAIT = ['-w', '10'];
 const COMMAND_TIMEOUT_MS = 30_000;
+/** cleanup(): how long removing the NAT chains may take before the addresses go anyway. */
+const CLEANUP_NAT_MS = 3000;
 
 /** The loopback label gocast uses: `lo:` + the app name, cut to 15 characters (IFNAMSIZ - 1). */
 export function loopbackLabel(app: string): string {
@@ -503,17 +505,18 @@ export class LinuxHostNetwork implements HostNetwork {
    * tear-down order of invariant 2 (NAT before address). Touches nothing else. Safe to call twice.
    */
   async cleanup(): Promise<void> {
-    for (const family of ['ipv4', 'ipv6'] as const) {
-      const table = await this.natTable(family);
-      const bin = this.familyBins(family).list;
-      // Every jump into the chain, whatever its shape, must go before the chain can be deleted.
-      for (const j of jumpsInto(table)) await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-D', j.chain, ...j.args]);
-      if (table.includes(`-N ${NAT_CHAIN}`)) {
-        await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-F', NAT_CHAIN]);
-        await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-X', NAT_CHAIN]);
-        this.log.info({ family }, 'NAT chain removed');
-      }
-    }
+    // Rules before addresses (invariant 2), but the rules get CLEANUP_NAT_MS: with the xtables lock held elsewhere
+    // every iptables call waits, and the addresses must still go within the daemon's 10 s exit bound. Without its
+    // address a VIP is no longer a local destination, so a rule left behind matches nothing (its jump requires
+    // --dst-type LOCAL); the next start removes it.
+    const nat = this.removeNatChains();
+    let timer: NodeJS.Timeout | undefined;
+    const natError = await Promise.race([
+      nat.then(() => undefined, (err: unknown) => err ?? new Error('NAT cleanup failed')),
+      new Promise<Error>((resolve) => { timer = setTimeout(resolve, CLEANUP_NAT_MS, new Error(`NAT rules not removed within ${CLEANUP_NAT_MS} ms (xtables lock held?)`)); }),
+    ]);
+    clearTimeout(timer);
+    if (natError) this.log.error({ err: natError }, 'could not remove the NAT rules; removing the addresses anyway');
     const records = await this.load();
     const addrs = await this.loopbackAddrs();
     const gone = [...new Set(records.filter((r) => r.owned && LinuxHostNetwork.present(r, addrs)).map((r) => r.prefix))];
@@ -525,6 +528,21 @@ export class LinuxHostNetwork implements HostNetwork {
     }
     this.records = [];
     await rm(this.stateFile, { force: true });
+    if (natError) throw natError;
+  }
+
+  private async removeNatChains(): Promise<void> {
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const table = await this.natTable(family);
+      const bin = this.familyBins(family).list;
+      // Every jump into the chain, whatever its shape, must go before the chain can be deleted.
+      for (const j of jumpsInto(table)) await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-D', j.chain, ...j.args]);
+      if (table.includes(`-N ${NAT_CHAIN}`)) {
+        await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-F', NAT_CHAIN]);
+        await this.exec(bin, [...XT_WAIT, '-t', 'nat', '-X', NAT_CHAIN]);
+        this.log.info({ family }, 'NAT chain removed');
+      }
+    }
   }
 }
 
