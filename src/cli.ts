@@ -1,18 +1,24 @@
 /**
  * Command line: `vipcast run|validate|reload ...`, plus gocast's `-config FILE` form.
  * Exit codes: 0 ok, 1 runtime failure, 2 invalid config or usage.
+ *
+ * Signals (run): SIGHUP is caught from the process's first statement (bin/vipcast.js, early-signals.ts); one that
+ * arrives before the daemon runs is answered by one reload once it does. SIGTERM/SIGINT during start let the start
+ * finish, then stop as usual (withdrawing what it announced); before run installs its handlers nothing has been done
+ * and the default action ends the process.
  */
-import { readFileSync, writeFileSync, unlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { errorDetails, VipcastError } from './core/errors.js';
-import { createLogger } from './core/logger.js';
-import { Daemon } from './core/daemon.js';
-import { loadConfig } from './core/config.js';
+import { releaseEarlySignals, takeEarlySignals } from './early-signals.js';
+
+// Everything heavy is imported by the command that needs it: --version and --help load nothing more than this
+// file, validate and reload load the config parser (no fastify, gRPC, piscina or pino), only run loads the daemon.
 
 const HELP = `vipcast: health-checked anycast host agent (gocast compatible)
 
 Usage:
-  vipcast run -c FILE [--dry-run] [--log-level LEVEL]   run the daemon
+  vipcast run -c FILE [--dry-run] [--log-level LEVEL] [--pid-file FILE]   run the daemon
   vipcast -config FILE                                  gocast's form of "run"
   vipcast validate -c FILE                              check a config file; exit 0 (summary) or 2 (every error)
   vipcast reload [-c FILE] [--pid-file FILE]            make the running daemon reload its config (SIGHUP)
@@ -22,9 +28,11 @@ Options:
   -c, --config FILE     config file (YAML, gocast-compatible)
   --dry-run             log every route and host change instead of making it (no gobgpd, no root needed)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
-  --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config)
+  --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config); for run, it
+                        overrides agent.pid_file (written once the daemon runs, removed at exit)
 
-Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit); SIGHUP reloads the config.`;
+Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit); SIGHUP reloads the config
+(one sent while vipcast is still starting is answered by a reload once it runs).`;
 
 interface Args {
   command: 'run' | 'validate' | 'reload' | 'help' | 'version';
@@ -93,6 +101,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  if (args.command !== 'run') releaseEarlySignals();
   if (args.command === 'help') return void process.stdout.write(HELP + '\n');
   if (args.command === 'version') return void process.stdout.write(version() + '\n');
   if (args.command === 'validate') return validate(args.config!);
@@ -102,6 +111,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 
 async function validate(file: string): Promise<void> {
   try {
+    const { loadConfig } = await import('./core/config.js');
     const config = await loadConfig(resolve(file), { env: process.env });
     const vips = config.apps.reduce((n, a) => n + a.vips.length, 0);
     for (const w of config.warnings ?? []) process.stderr.write(`${file}: warning: ${w}\n`);
@@ -125,6 +135,7 @@ function printConfigError(file: string, err: unknown): void {
 async function reload(args: Args): Promise<void> {
   let pidFile = args.pidFile;
   if (!pidFile && args.config) {
+    const { loadConfig } = await import('./core/config.js');
     const config = await loadConfig(resolve(args.config), { env: process.env }).catch(() => undefined);
     pidFile = config?.agent.pidFile || undefined;
   }
@@ -137,6 +148,9 @@ async function reload(args: Args): Promise<void> {
   try {
     pid = Number(readFileSync(pidFile, 'utf8').trim());
     if (!Number.isInteger(pid) || pid <= 1) throw new Error(`"${pidFile}" does not hold a pid`);
+    // A stale file (the daemon was killed) whose pid now belongs to another process: SIGHUP would end that one.
+    const cmdline = readProcCmdline(pid);
+    if (cmdline !== undefined && !cmdline.includes('vipcast')) throw new Error(`pid ${pid} in "${pidFile}" is not vipcast (a stale pid file?)`);
     process.kill(pid, 'SIGHUP');
   } catch (err) {
     process.stderr.write(`vipcast reload: ${(err as Error).message}\n`);
@@ -146,12 +160,23 @@ async function reload(args: Args): Promise<void> {
   process.stdout.write(`sent SIGHUP to vipcast (pid ${pid})\n`);
 }
 
+/** The command line of `pid` (Linux /proc), or undefined where it can't be read. */
+function readProcCmdline(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return undefined;
+  }
+}
+
 async function run(args: Args): Promise<void> {
+  const [{ createLogger }, { Daemon }] = await Promise.all([import('./core/logger.js'), import('./core/daemon.js')]);
   const log = createLogger({ level: args.logLevel });
   const daemon = new Daemon({ configFile: resolve(args.config!), dryRun: args.dryRun, log });
-  let pidFile = '';
+  let running = false;
+  let starting: Promise<void> | undefined;
   let signals = 0;
-  const shutdown = (signal: string) => {
+  const shutdown = (signal: string, exitCode = 0) => {
     signals++;
     if (signals > 1) {
       log.warn({ signal }, 'second signal: exiting now');
@@ -164,16 +189,38 @@ async function run(args: Args): Promise<void> {
     }, 10_000);
     force.unref();
     void (async () => {
+      // Stopping in the middle of start() would race it (it goes on announcing after the withdraw): let it finish,
+      // then withdraw everything it did. A start that fails stops and exits by itself.
+      if (!running && starting) {
+        log.info({ signal }, 'vipcast is still starting: stopping once the start has finished');
+        await starting.catch(() => undefined);
+      }
       await daemon.stop(signal);
-      if (pidFile) try { unlinkSync(pidFile); } catch { /* already gone */ }
-      process.exit(0);
+      daemon.pidFile.remove();
+      process.exit(exitCode);
     })();
   };
+  // A bug that leaves a promise rejected must not end the daemon (Node's default would, keeping no promise about
+  // routes); an exception thrown out of a callback leaves unknown state: stop cleanly, withdrawing, and exit 1.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ code: 'VIPCAST_ERR_INTERNAL', err: reason }, 'unhandled promise rejection (a bug): logged, vipcast goes on');
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ code: 'VIPCAST_ERR_INTERNAL', err }, 'uncaught exception (a bug): stopping, withdrawing every route');
+    shutdown('uncaughtException', 1);
+  });
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGHUP', () => void daemon.requestReload('SIGHUP'));
+  // Only now, with the handler above in place, the early one goes: no moment with SIGHUP's default action.
+  const early = takeEarlySignals();
+  if (early.length > 0) {
+    log.info({ signals: early.length, at_ms: early }, 'SIGHUP while vipcast was loading: one reload once the daemon runs');
+    void daemon.requestReload('SIGHUP');
+  }
+  starting = daemon.start();
   try {
-    await daemon.start();
+    await starting;
   } catch (err) {
     if (err instanceof VipcastError && (err.code === 'VIPCAST_ERR_CONFIG' || err.code === 'VIPCAST_ERR_CONFIG_READ')) {
       printConfigError(args.config!, err);
@@ -185,7 +232,13 @@ async function run(args: Args): Promise<void> {
     await daemon.stop('start failed').catch(() => undefined);
     process.exit(1);
   }
-  pidFile = daemon.config.agent.pidFile;
-  if (pidFile) writeFileSync(pidFile, `${process.pid}\n`);
+  running = true;
+  if (signals > 0) return; // stopping already (a signal during start)
+  // Written only now: `vipcast reload` (and systemd's ExecReload) find a daemon that can answer.
+  try {
+    daemon.pidFile.adopt(args.pidFile === undefined ? daemon.config.agent.pidFile : resolve(args.pidFile), args.pidFile === undefined ? '' : '--pid-file');
+  } catch (err) {
+    log.error({ err, code: (err as VipcastError).code }, 'pid file not written: `vipcast reload` cannot find this daemon; running on');
+  }
   log.info('vipcast running');
 }

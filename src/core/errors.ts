@@ -16,6 +16,8 @@ export const ERROR_CODES = {
   VIPCAST_ERR_REGISTRATION: 'an app registration (HTTP or Consul) was refused',
   VIPCAST_ERR_RELOAD: 'a reload failed; the previous config stays in force',
   VIPCAST_ERR_USAGE: 'the command line is wrong',
+  VIPCAST_ERR_PID_FILE: 'the pid file (agent.pid_file or --pid-file) could not be written',
+  VIPCAST_ERR_INTERNAL: 'an unexpected error (a bug) reached the top of the daemon; it was logged and the daemon went on',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -23,10 +23,11 @@ export class DaemonProcess {
   private waiters: Array<() => void> = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(args: string[], opts: { env?: NodeJS.ProcessEnv; netns?: string } = {}) {
-    const cmd = opts.netns ? 'ip' : process.execPath;
-    const argv = opts.netns ? ['netns', 'exec', opts.netns, process.execPath, BIN, ...args] : [BIN, ...args];
-    this.child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  /** `plain`: without tap's preload, which tap puts into every child's NODE_OPTIONS and which catches SIGHUP itself. */
+  constructor(args: string[], opts: { env?: NodeJS.ProcessEnv; netns?: string; plain?: boolean } = {}) {
+    const node = opts.plain ? ['/usr/bin/env', '-u', 'NODE_OPTIONS', process.execPath] : [process.execPath];
+    const full = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...node, BIN, ...args] : [...node, BIN, ...args];
+    this.child = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
     let buf = '';
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (chunk: string) => {
