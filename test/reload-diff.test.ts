@@ -1,7 +1,7 @@
 /** The reload diff: what counts as a change, per piece (the gocast fork's bgpConfigChanged cases and more). */
 import t from 'tap';
 import { parseConfigText } from '../src/core/config.js';
-import { diffConfig, describeDiff, peerFingerprint } from '../src/core/reload.js';
+import { AGENT_RELOAD, diffConfig, describeDiff, peerFingerprint } from '../src/core/reload.js';
 
 const BASE = {
   routing: { plugin: 'dry-run' },
@@ -101,4 +101,11 @@ t.test('agent settings are listed by key', async (t) => {
   const d = diffConfig(base, cfg((c) => { c.agent.monitor_interval = '2s'; }));
   t.ok(d.agent.includes('monitorIntervalMs'));
   t.same(d.apps.changed.sort(), ['dns', 'web'], 'apps that take the default interval change with it');
+});
+
+t.test('every agent setting is placed: applied by a reload or reported as needing a restart', async (t) => {
+  t.same(Object.keys(base.agent).sort(), Object.keys(AGENT_RELOAD).sort());
+  t.same(Object.entries(AGENT_RELOAD).filter(([, how]) => how === 'restart').map(([k]) => k), ['stateFile']);
+  const d = diffConfig(base, cfg((c) => { Object.assign(c.agent, { state_file: '/tmp/x.json', check_workers: 4 }); }));
+  t.same(describeDiff(d, new Map([['stateFile', 'needs a restart']])).sort(), ['agent.checkWorkers: changed', 'agent.stateFile: changed in the file, not applied: needs a restart']);
 });

@@ -6,7 +6,14 @@ import t, { type Test } from 'tap';
 import { sameInstant } from './lab/bird.js';
 import { labSkip, waitFor } from './lab/netns.js';
 import { createStack, nsFetch, TOR_AS, type Stack, type StackOptions } from './lab/stack.js';
-import type { DaemonProcess } from './helpers/daemon.js';
+import { BIN, DaemonProcess, freePort } from './helpers/daemon.js';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { ReloadResult } from '../src/core/reload.js';
+
+const pexec = promisify(execFile);
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
 
@@ -174,4 +181,100 @@ t.test('20 SIGHUPs in a burst: at most two reloads run, nothing is re-sent, no e
   t.ok(sameInstant((await s.bird.protocol(s.protocol)).since, session), 'the session was not reset');
   t.same(d.lines.slice(from).filter((l) => l.level >= 50), [], 'no error logged');
   t.equal(d.child.exitCode, null, 'still running');
+});
+
+// Agent settings that need more than new values (issue 8, item 9): the real CLI in dry-run, no lab needed.
+
+interface Status { check_pool: { check_workers: number; workers: number; completed: number }; last_reload?: ReloadResult }
+const dryRunConfig = (dir: string, agent: string, port: number) => {
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, `agent:\n  listen_addr: "127.0.0.1:${port}"\n  monitor_interval: 200ms\n${agent}routing: { plugin: dry-run }\nbgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }\napps:\n  - { name: a, vip: 198.18.125.1/32, monitors: ["port:tcp:${port}"] }\n`);
+  return file;
+};
+const getStatus = async (port: number) => (await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as Status;
+const postReload = async (port: number) => {
+  const res = await fetch(`http://127.0.0.1:${port}/reload`, { method: 'POST' });
+  return { code: res.status, result: (await res.json()) as ReloadResult };
+};
+
+t.test('reload of agent.check_workers: a pool of the new size runs the checks from then on, the app stays up', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const file = dryRunConfig(dir, '  check_workers: 1\n', port);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine((l) => l.event === 'route' && l.action === 'announce', 15_000, 'a announced (its port check passes: the API listens there)');
+  await waitFor(async () => (await getStatus(port)).check_pool.workers === 1, 5000, 'one worker');
+  t.equal((await getStatus(port)).check_pool.check_workers, 1);
+  dryRunConfig(dir, '  check_workers: 3\n', port);
+  const { code, result } = await postReload(port);
+  t.equal(code, 200);
+  t.same(result.changes, ['agent.checkWorkers: changed']);
+  t.same(result.restartNeeded, []);
+  const resized = await d.waitLine((l) => l.msg.startsWith('check pool resized'), 5000, 'resize logged');
+  t.match(resized, { workers: 3, previous: 1 });
+  // The new pool's own counters: three live worker threads, and checks answered by it after the swap.
+  const s = await waitFor(async () => {
+    const st = await getStatus(port);
+    return st.check_pool.workers === 3 && st.check_pool.completed >= 3 ? st : undefined;
+  }, 10_000, 'three workers answering checks');
+  t.equal(s!.check_pool.check_workers, 3);
+  t.same(s!.last_reload?.changes, ['agent.checkWorkers: changed'], '/status shows the reload');
+  t.notOk(d.lines.some((l) => l.event === 'route' && l.action === 'withdraw'), 'the app was never withdrawn');
+  t.notOk(d.lines.some((l) => l.level >= 50), 'no error logged');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+});
+
+t.test('reload of agent.pid_file moves the pid file; a path that cannot be written fails the reload and the old file stays', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const file = dryRunConfig(dir, '  pid_file: first.pid\n', port);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine((l) => l.msg === 'vipcast running', 15_000, 'running');
+  const pid = `${d.child.pid}\n`;
+  t.equal(readFileSync(join(dir, 'first.pid'), 'utf8'), pid, 'written at start');
+  dryRunConfig(dir, '  pid_file: second.pid\n', port);
+  let r = await postReload(port);
+  t.equal(r.code, 200);
+  t.same(r.result.changes, ['agent.pidFile: changed']);
+  t.equal(readFileSync(join(dir, 'second.pid'), 'utf8'), pid, 'the new file holds the pid');
+  t.notOk(existsSync(join(dir, 'first.pid')), 'the old file is gone');
+
+  dryRunConfig(dir, '  pid_file: no-such-dir/third.pid\n', port);
+  r = await postReload(port);
+  t.equal(r.code, 422, 'the reload failed');
+  t.match(r.result.errors.join(), /agent\.pid_file: cannot write ".*no-such-dir\/third\.pid"/);
+  t.equal(readFileSync(join(dir, 'second.pid'), 'utf8'), pid, 'the old file stays');
+  // `vipcast reload` through the file in force still reaches the daemon.
+  dryRunConfig(dir, '  pid_file: second.pid\n', port);
+  const from = d.lines.length;
+  const out = await pexec(process.execPath, [BIN, 'reload', '--pid-file', join(dir, 'second.pid')]);
+  t.match(out.stdout, /sent SIGHUP/);
+  t.equal((await d.waitLine((l) => l.component === 'reload' && /^reload/.test(l.msg), 5000, 'reload', from)).msg, 'reload: nothing changed', 'the failed reload changed nothing');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+  t.notOk(existsSync(join(dir, 'second.pid')), 'removed at exit');
+});
+
+t.test('reload of agent.state_file: reported as needing a restart (result and /status), not claimed as applied, reported again by the next reload', async (t) => {
+  const dir = t.testdir();
+  const port = await freePort();
+  const file = dryRunConfig(dir, '  state_file: a.json\n', port);
+  const d = new DaemonProcess(['run', '-c', file]);
+  t.teardown(() => d.stop());
+  await d.waitLine((l) => l.msg === 'vipcast running', 15_000, 'running');
+  dryRunConfig(dir, '  state_file: b.json\n', port);
+  const first = await postReload(port);
+  t.equal(first.code, 200, 'the rest of the reload applies');
+  t.same(first.result.restartNeeded, ['agent.stateFile']);
+  t.same(first.result.changes, ['agent.stateFile: changed in the file, not applied: needs a restart']);
+  t.same((await getStatus(port)).last_reload?.restartNeeded, ['agent.stateFile'], '/status shows it');
+  t.ok(d.lines.some((l) => l.level === 40 && /take effect only at the next start/.test(l.msg)), 'a warning says so');
+  const second = await postReload(port);
+  t.same(second.result.restartNeeded, ['agent.stateFile'], 'still not in force: the next reload says so again');
+  t.equal(second.result.configInForce, first.result.configInForce, 'the config in force is the same');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
 });

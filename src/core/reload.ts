@@ -4,10 +4,13 @@
  * router, config apps by name (unchanged apps untouched, their health kept), agent settings into the reconciler.
  * A change of routing backend, local AS, router id, listen port or next-hop mode needs a new speaker generation:
  * the one disruptive change, documented. If applying fails, the previous config is applied back.
+ *
+ * Every agent setting is either applied live or reported as needing a restart (`AGENT_RELOAD`): a reload never says
+ * "changed" about a setting it leaves as it was.
  */
 import { createHash } from 'node:crypto';
 import type { PeerSpec } from '../plugin-api.js';
-import type { VipcastConfig } from './config-types.js';
+import type { AgentConfig, VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import type { Daemon } from './daemon.js';
 import { errorDetails, VipcastError } from './errors.js';
@@ -26,14 +29,43 @@ export interface ReloadResult {
   readonly changes: readonly string[];
   /** sha256 of the config in force after this reload (the old one when it failed). */
   readonly configInForce: string;
+  /**
+   * Settings that changed in the file but are not in force: they take effect at the next start ("agent.stateFile").
+   * The config in force keeps their old value, so every later reload reports them again until a restart.
+   */
+  readonly restartNeeded: readonly string[];
 }
+
+/**
+ * How a reload applies each agent setting; typed over every key, so a new setting does not compile until it is
+ * placed here. `live`: the reload applies it. `restart`: only a start does; a reload reports it in `restartNeeded`.
+ */
+export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'restart' } = {
+  listenAddr: 'live', // the API moves (new one first)
+  monitorIntervalMs: 'live', // config apps change with it; HTTP and Consul apps are rebuilt with it
+  rise: 'live',
+  fall: 'live',
+  checkTimeoutMs: 'live',
+  cleanupTimerMs: 'live', // reconciler options
+  removeVipOnWithdraw: 'live',
+  consulAddr: 'live', // a new Consul discovery
+  consulQueryIntervalMs: 'live',
+  consulToken: 'live',
+  iptablesBinary: 'live', // a new host-network generation
+  checkWorkers: 'live', // a new check pool; the old one closes once its checks have answered
+  pidFile: 'live', // the file moves (unless --pid-file named it)
+  shutdownDrainMs: 'live', // read at shutdown from the config in force
+  // The host network holds the addresses it added in memory and writes them to this file; a second file beside the
+  // first would split that record (a crash would then leave addresses nobody cleans up).
+  stateFile: 'restart',
+};
 
 export interface ConfigDiff {
   /** Needs a new speaker generation (disruptive). */
   readonly speaker: string[];
   readonly peers: { added: string[]; removed: string[]; changed: string[] };
   readonly apps: { added: string[]; removed: string[]; changed: string[] };
-  readonly agent: string[];
+  readonly agent: Array<keyof AgentConfig>;
   readonly routeAttributes: boolean;
   readonly host: boolean;
 }
@@ -73,8 +105,8 @@ export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
     changed: [...ab.keys()].filter((k) => aa.has(k) && appKey(aa.get(k)!) !== appKey(ab.get(k)!)),
   };
 
-  const agent: string[] = [];
-  for (const key of Object.keys(b.agent) as Array<keyof VipcastConfig['agent']>) {
+  const agent: Array<keyof AgentConfig> = [];
+  for (const key of Object.keys(b.agent) as Array<keyof AgentConfig>) {
     if (a.agent[key] !== b.agent[key]) agent.push(key);
   }
   const routeAttributes = a.bgp.origin !== b.bgp.origin || a.bgp.communities.map((c) => c.text).join() !== b.bgp.communities.map((c) => c.text).join();
@@ -82,12 +114,13 @@ export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
   return { speaker, peers, apps, agent, routeAttributes, host };
 }
 
-export function describeDiff(d: ConfigDiff): string[] {
+/** `notApplied`: agent keys the reload leaves as they are, with why ("needs a restart"). */
+export function describeDiff(d: ConfigDiff, notApplied: ReadonlyMap<string, string> = new Map()): string[] {
   return [
     ...d.speaker.map((k) => `${k}: changed (speaker restart)`),
     ...d.peers.added.map((p) => `peer ${p}: added`), ...d.peers.removed.map((p) => `peer ${p}: removed`), ...d.peers.changed.map((p) => `peer ${p}: changed`),
     ...d.apps.added.map((x) => `app ${x}: added`), ...d.apps.removed.map((x) => `app ${x}: removed`), ...d.apps.changed.map((x) => `app ${x}: changed`),
-    ...d.agent.map((k) => `agent.${k}: changed`),
+    ...d.agent.map((k) => (notApplied.has(k) ? `agent.${k}: changed in the file, not applied: ${notApplied.get(k)}` : `agent.${k}: changed`)),
     ...(d.routeAttributes ? ['bgp origin/communities: changed'] : []),
   ];
 }
@@ -99,8 +132,9 @@ export function configHash(c: VipcastConfig): string {
 export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Promise<ReloadResult> {
   const started = performance.now();
   const prev = d.config;
+  let restartNeeded: string[] = [];
   const result = (ok: boolean, errors: string[], changes: string[], inForce: VipcastConfig): ReloadResult => ({
-    ok, trigger, at: new Date().toISOString(), durationMs: Math.round(performance.now() - started), errors, changes, configInForce: configHash(inForce),
+    ok, trigger, at: new Date().toISOString(), durationMs: Math.round(performance.now() - started), errors, changes, configInForce: configHash(inForce), restartNeeded,
   });
   let next: VipcastConfig;
   try {
@@ -112,9 +146,21 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     return result(false, errors, [], prev);
   }
   const diff = diffConfig(prev, next);
+  // Settings this reload cannot apply keep their old value in the config in force (so /status and the hash say what
+  // is in force, and the next reload reports them again).
+  const notApplied = new Map<string, string>();
+  for (const key of diff.agent) {
+    if (AGENT_RELOAD[key] === 'restart') notApplied.set(key, 'needs a restart');
+    else if (key === 'pidFile' && d.pidFile.pinned) notApplied.set(key, `${d.pidFile.pinned} on the command line names the pid file`);
+  }
+  if (notApplied.size > 0) {
+    const kept = Object.fromEntries([...notApplied.keys()].map((k) => [k, prev.agent[k as keyof AgentConfig]]));
+    next = { ...next, agent: { ...next.agent, ...kept } };
+    restartNeeded = [...notApplied].filter(([, why]) => why === 'needs a restart').map(([k]) => `agent.${k}`);
+  }
   // Config apps the cleanup timer dropped come back on any reload (gocast semantics), even of an unchanged file.
   const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
-  const changes = [...describeDiff(diff), ...back.map((name) => `app ${name}: back (it had been removed by cleanup_timer)`)];
+  const changes = [...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: back (it had been removed by cleanup_timer)`)];
   if (changes.length === 0) {
     log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);
@@ -122,7 +168,7 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
   log.info({ trigger, changes }, 'reload: applying');
   const progress: Progress = { generation: false, peers: false, config: false };
   try {
-    await apply(d, next, diff, log, progress);
+    await apply(d, next, diff, notApplied, log, progress);
   } catch (err) {
     log.error({ err, trigger }, 'reload failed while applying: restoring the previous config');
     try {
@@ -132,7 +178,9 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     }
     return result(false, [`apply: ${(err as Error).message}`], changes, prev);
   }
-  log.info({ trigger, changes, duration_ms: Math.round(performance.now() - started) }, 'reload: done');
+  progress.pidFile?.commit();
+  log.info({ trigger, changes, duration_ms: Math.round(performance.now() - started), ...(restartNeeded.length ? { restart_needed: restartNeeded } : {}) }, 'reload: done');
+  if (restartNeeded.length > 0) log.warn({ trigger, restart_needed: restartNeeded }, 'reload: some changed settings take effect only at the next start');
   return result(true, [], changes, next);
 }
 
@@ -143,11 +191,17 @@ interface Progress {
   peers: boolean;
   config: boolean;
   consul?: boolean;
+  /** The check pool's size before this reload replaced the pool. */
+  checkWorkers?: number;
+  /** The pid file moved: commit removes the old file, undo the new one. */
+  pidFile?: { commit(): void; undo(): void };
 }
 
-async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, log: Logger, progress: Progress): Promise<void> {
+async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, notApplied: ReadonlyMap<string, string>, log: Logger, progress: Progress): Promise<void> {
   const rec = d.reconciler;
   const prev = d.config;
+  // First, before any effect: a pid file that can't be written fails the reload with nothing else changed.
+  if (diff.agent.includes('pidFile') && !notApplied.has('pidFile') && d.pidFile.active) progress.pidFile = d.pidFile.prepareMove(next.agent.pidFile);
   if (diff.speaker.length > 0 || diff.host) {
     await swapGeneration(d, prev, next, diff, log);
     progress.generation = true;
@@ -170,11 +224,17 @@ async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, log: Logg
   // query interval builds a new discovery (started before the old one closes); otherwise the running one stays.
   progress.consul = true;
   await d.configureConsul(next);
+  if (next.agent.checkWorkers !== d.checkWorkers) {
+    progress.checkWorkers = d.checkWorkers;
+    d.resizeCheckPool(next.agent.checkWorkers);
+  }
   await rec.trigger(diff.speaker.length > 0);
 }
 
 async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progress: Progress, log: Logger): Promise<void> {
   const rec = d.reconciler;
+  progress.pidFile?.undo();
+  if (progress.checkWorkers !== undefined) d.resizeCheckPool(progress.checkWorkers);
   if (progress.config) {
     rec.configure(reconcilerOptions(prev));
     d.generation = { ...d.generation, config: prev };
