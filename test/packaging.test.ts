@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labSkip, waitFor } from './lab/netns.js';
 import { createStack } from './lab/stack.js';
-import { DaemonProcess } from './helpers/daemon.js';
+import { BIN, DaemonProcess } from './helpers/daemon.js';
 
 const run = async (cmd: string, args: string[]) => (await promisify(execFile)(cmd, args, { timeout: 10_000 })).stdout;
 
@@ -53,8 +53,39 @@ t.test('the two units agree with each other and with vipcast', async (t) => {
   t.equal(one(gobgpdUnit, 'Type'), 'notify');
   t.ok(gobgpdArgv.includes('--sdnotify'), 'Type=notify goes with gobgpd --sdnotify');
   t.equal(one(vipcastUnit, 'KillSignal'), 'SIGTERM', 'stop = SIGTERM, which withdraws everything');
-  t.equal(one(vipcastUnit, 'ExecReload'), '/bin/kill -HUP $MAINPID', 'reload = SIGHUP');
+  const start = one(vipcastUnit, 'ExecStart').split(/\s+/);
+  const reload = one(vipcastUnit, 'ExecReload').split(/\s+/);
+  const pidFile = start[start.indexOf('--pid-file') + 1]!;
+  t.same(reload, [start[0], 'reload', '--pid-file', pidFile], 'reload = `vipcast reload --pid-file` with the pid file ExecStart names (SIGHUP only to a daemon that runs)');
+  t.equal(dirname(pidFile), `/run/${one(vipcastUnit, 'RuntimeDirectory')}`, 'the pid file is in the unit\'s RuntimeDirectory');
+  t.equal(one(vipcastUnit, 'RuntimeDirectoryPreserve'), 'yes', 'kept after a crash: it holds agent.state_file too');
   t.same(one(vipcastUnit, 'ExecStart').split(/\s+/).slice(1, 3), ['run', '-c'], 'ExecStart runs `vipcast run -c FILE`');
+});
+
+t.test('ExecStart and ExecReload as the unit runs them (pid file moved to a temp dir): no reload before the daemon runs, one reload once it does, none after it stopped', async (t) => {
+  const dir = t.testdir();
+  const unitPid = one(vipcastUnit, 'ExecStart').split(/\s+/).find((_, i, a) => a[i - 1] === '--pid-file')!;
+  const pidFile = join(dir, 'vipcast.pid');
+  const argv = (line: string) => line.split(/\s+/).slice(1).map((a) => (a === unitPid ? pidFile : a));
+  // agent.pid_file names another file: the command line wins.
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, 'agent: { listen_addr: "", pid_file: other.pid }\nrouting: { plugin: dry-run }\nbgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }\napps:\n  - { name: a, vip: 198.18.126.1/32 }\n');
+  const execReload = () => promisify(execFile)(process.execPath, [BIN, ...argv(one(vipcastUnit, 'ExecReload'))]).then((r) => ({ code: 0, ...r }), (e: { code: number; stdout: string; stderr: string }) => e);
+  const before = await execReload();
+  t.equal(before.code, 1, 'no daemon yet: ExecReload fails (systemctl reload reports it) and signals nobody');
+  const d = new DaemonProcess(argv(one(vipcastUnit, 'ExecStart')).map((a) => (a === '/etc/vipcast/vipcast.yaml' ? file : a)).concat(['--dry-run']));
+  t.teardown(() => d.stop());
+  await d.waitLine((l) => l.msg === 'vipcast running', 15_000, 'running');
+  t.equal(readFileSync(pidFile, 'utf8'), `${d.child.pid}\n`, 'the pid file of --pid-file holds the pid');
+  t.notOk(existsSync(join(dir, 'other.pid')), 'agent.pid_file is overridden');
+  const from = d.lines.length;
+  const ok = await execReload();
+  t.equal(ok.code, 0);
+  t.equal((await d.waitLine((l) => l.component === 'reload' && /^reload/.test(l.msg), 5000, 'reload', from)).msg, 'reload: nothing changed');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
+  t.notOk(existsSync(pidFile), 'removed at exit');
+  t.equal((await execReload()).code, 1, 'stopped: ExecReload fails again');
 });
 
 t.test('RestartPreventExitStatus matches the exit code of vipcast run with an invalid config', async (t) => {
