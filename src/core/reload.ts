@@ -158,9 +158,10 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     next = { ...next, agent: { ...next.agent, ...kept } };
     restartNeeded = [...notApplied].filter(([, why]) => why === 'needs a restart').map(([k]) => `agent.${k}`);
   }
-  // Config apps the cleanup timer dropped come back on any reload (gocast semantics), even of an unchanged file.
+  // A config app that is not registered (refused at start: its VIP was an HTTP app's then) is tried again on any
+  // reload, even of an unchanged file. (cleanup_timer no longer drops config apps: they stay registered and checked.)
   const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
-  const changes = [...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: back (it had been removed by cleanup_timer)`)];
+  const changes = [...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: registered again (it was not registered)`)];
   if (changes.length === 0) {
     log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);
