@@ -1,5 +1,5 @@
 import t from 'tap';
-import { HealthTracker, type HealthChange } from '../src/core/health.js';
+import { HealthTracker, type CheckRunner, type HealthChange } from '../src/core/health.js';
 import { silentLogger } from '../src/core/logger.js';
 import { makeApp, ScriptedRunner } from './helpers/apps.js';
 import { waitFor } from './lab/netns.js';
@@ -85,4 +85,31 @@ t.test('untrack stops the checks', async (t) => {
   await new Promise((r) => setTimeout(r, 60));
   t.ok(runner.calls <= calls + 1, 'at most the round in flight finished');
   t.equal(health.get('a'), undefined);
+});
+
+t.test('rounds keep a fixed schedule: late timers do not push every later round back (phase drift made aged daemons slow)', async (t) => {
+  // Every timer fires 25 ms late, as on a busy event loop. Scheduled from each round's actual start, round n would
+  // start n * 25 ms (and more) behind its slot; on a fixed schedule every round is late by its own timer's lateness only.
+  const realSetTimeout = globalThis.setTimeout;
+  const LATE_MS = 25;
+  const INTERVAL_MS = 200;
+  globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => realSetTimeout(fn, (ms ?? 0) + LATE_MS, ...args)) as typeof setTimeout;
+  t.teardown(() => { globalThis.setTimeout = realSetTimeout; });
+  const starts: number[] = [];
+  const runner: CheckRunner = {
+    run: async () => {
+      starts.push(performance.now());
+      return { ok: true, reason: 'pass', durationMs: 0 };
+    },
+  };
+  const health = new HealthTracker(runner, silentLogger());
+  t.teardown(() => health.close());
+  const tracked = performance.now();
+  health.track(makeApp('a', { monitors: ['port:tcp:2008'], intervalMs: INTERVAL_MS }));
+  await waitFor(() => starts.length >= 9, 10_000, 'nine rounds');
+  globalThis.setTimeout = realSetTimeout;
+  // How far past its slot (a multiple of the interval after tracking) each round started. Drifting by 25+ ms a round,
+  // rounds 4 to 7 would start 100-199 ms past theirs.
+  const late = starts.slice(0, 9).map((s) => (s - tracked) % INTERVAL_MS);
+  t.ok(Math.max(...late) < INTERVAL_MS / 2, `rounds started ${late.map((l) => l.toFixed(0)).join(', ')} ms past their slots`);
 });

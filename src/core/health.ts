@@ -3,8 +3,12 @@
  * UP/DOWN with rise/fall hysteresis. The main thread only schedules and records; checks run in worker threads.
  *
  * - All monitors of one app run in parallel; a round passes when every monitor passes.
- * - A round never overlaps the app's previous round: the next one starts `intervalMs` after the previous one started,
- *   or at once when the previous round took longer than that.
+ * - Rounds keep a fixed schedule (a Go ticker's): round n is due at the app's first round + n * intervalMs, whatever
+ *   the lateness of earlier timers. Scheduling from each round's actual start would add every timer's lateness to the
+ *   app's phase for good: over hours the apps that started together (and shared one /proc read, one reconciler pass)
+ *   spread over the whole interval, and the same checks cost more and more CPU.
+ * - A round never overlaps the app's previous round: one that took longer than the interval is followed by the next
+ *   round at once, which takes the last slot due; the rounds after it are back on the schedule.
  * - An app with no monitors is UP at once (gocast behaviour).
  */
 import type { AppSpec, CheckResult, MonitorSpec } from '../plugin-api.js';
@@ -49,6 +53,8 @@ interface Entry {
   stopped: boolean;
   /** Bumped whenever the spec changes, so a round started under an old spec doesn't count. */
   generation: number;
+  /** The slot (performance.now() time) of the round scheduled or running; the next one is due one interval later. */
+  due: number;
 }
 
 export class HealthTracker {
@@ -72,7 +78,7 @@ export class HealthTracker {
       if (!opts.keepState) this.reset(existing);
       if (existing.timer) clearTimeout(existing.timer);
       existing.timer = undefined;
-      if (!existing.running) this.schedule(existing, 0);
+      if (!existing.running) this.scheduleNow(existing);
       return;
     }
     const entry: Entry = {
@@ -82,12 +88,13 @@ export class HealthTracker {
       running: false,
       stopped: false,
       generation: 0,
+      due: 0,
     };
     this.apps.set(spec.name, entry);
     if (spec.monitors.length === 0) {
       this.log.warn({ app: spec.name }, 'app has no monitors: it is always healthy');
     }
-    this.schedule(entry, 0);
+    this.scheduleNow(entry);
   }
 
   untrack(name: string): void {
@@ -115,6 +122,22 @@ export class HealthTracker {
     entry.health = emptyHealth(entry.spec.name);
   }
 
+  /** A round at once, and the schedule restarts from it (new app, changed spec). */
+  private scheduleNow(entry: Entry): void {
+    entry.due = performance.now();
+    this.schedule(entry, 0);
+  }
+
+  /** The round after the one in slot `entry.due`: one interval later, or at once in the last slot already due. */
+  private scheduleNext(entry: Entry): void {
+    const interval = entry.spec.intervalMs;
+    const now = performance.now();
+    const next = entry.due + interval;
+    entry.due = next <= now ? next + Math.floor((now - next) / interval) * interval : next;
+    // Whole milliseconds: timers with equal delays share one timer list in Node (fractions would make a list each).
+    this.schedule(entry, Math.max(0, Math.ceil(entry.due - now)));
+  }
+
   private schedule(entry: Entry, delayMs: number): void {
     if (entry.stopped || this.closed) return;
     entry.timer = setTimeout(() => {
@@ -139,9 +162,9 @@ export class HealthTracker {
     entry.running = false;
     if (entry.stopped) return;
     if (generation === entry.generation) this.record(entry, spec, results, startedAt);
-    const elapsed = performance.now() - startedAt;
     // A spec change during the round asks for a fresh round at once.
-    this.schedule(entry, generation === entry.generation ? Math.max(0, entry.spec.intervalMs - elapsed) : 0);
+    if (generation === entry.generation) this.scheduleNext(entry);
+    else this.scheduleNow(entry);
   }
 
   private record(entry: Entry, spec: AppSpec, results: Array<CheckResult & { durationMs: number }>, startedAt: number): void {
