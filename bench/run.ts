@@ -5,14 +5,18 @@
 import { benchDryRun } from './dry-run.js';
 import { benchLab } from './lab.js';
 import { benchGobgp } from './gobgp.js';
+import { benchSoak } from './soak.js';
 
 const benches: Record<string, () => Promise<void>> = {
   'dry-run': benchDryRun,
   lab: benchLab,
   'gobgp-reinject': benchGobgp,
+  soak: benchSoak,
 };
 
-const wanted = process.argv.slice(2);
+// Names come first; `--option=value` arguments after them are for the benchmarks (see soak.ts).
+const first = process.argv.slice(2).findIndex((a) => a.startsWith('-'));
+const wanted = process.argv.slice(2, first === -1 ? undefined : first + 2);
 for (const name of wanted.length ? wanted : Object.keys(benches)) {
   const fn = benches[name];
   if (!fn) {
