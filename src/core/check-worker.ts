@@ -1,19 +1,21 @@
 /**
  * The piscina worker entry of the check pool. Each task names the module of a monitor's check (`workerModule`), its
- * params and its time budget; this file imports the module (once per URL), runs the check with an AbortSignal that
- * fires at the budget, and always answers with a plain `CheckResult`: errors, bad results and timeouts become
- * `{ ok: false, reason }`, never a rejection, so one bad check costs nothing but its own result.
+ * params, its time budget and its deadline; this file imports the module (once per URL), runs the check with an
+ * AbortSignal that fires at the deadline, and always answers with a plain `CheckResult`: errors, bad results and
+ * timeouts become `{ ok: false, reason }`, never a rejection, so one bad check costs nothing but its own result. A task
+ * whose deadline has passed before it starts is not run at all (`expired`): nobody waits for its answer any more.
  *
  * Besides results, a worker posts small events to the pool through `parentPort` (see `WorkerEvent`): a heartbeat (so
- * the pool can tell a blocked worker from a busy one), which thread a task started on, which task threw the exception
- * that is ending the worker (so the pool re-runs its neighbours but not the culprit), and which process groups
- * exec-like checks own (so the pool can kill them if the worker dies before the check could). A shared slot, handed
+ * the pool can tell a blocked worker from a busy one), which thread a task started on, and which task threw the
+ * exception that is ending the worker (so the pool re-runs its neighbours but not the culprit). A shared slot, handed
  * over in the `hello` event, names the task whose check function is running synchronously right now: when a worker
- * stops beating, that is the check that blocked it.
+ * stops beating, that is the check that blocked it. Process groups that checks own are registered in the pool's
+ * shared table (`workerData`, see process-groups.ts) before their command may run.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { isMainThread, parentPort, threadId } from 'node:worker_threads';
+import { isMainThread, parentPort, threadId, workerData } from 'node:worker_threads';
 import type { CheckContext, CheckFunction, CheckResult } from '../plugin-api.js';
+import { registerGroup, unregisterGroup } from './process-groups.js';
 
 /** What the pool sends for one check. */
 export interface CheckTask {
@@ -23,7 +25,35 @@ export interface CheckTask {
   readonly workerModule: string;
   readonly params: unknown;
   readonly timeoutMs: number;
+  /**
+   * After this the pool no longer waits for the answer (`Date.now()` clock, shared by every thread). Past it the task
+   * is not started; before it the check gets what is left, at most `timeoutMs`. For a check that waited in the pool's
+   * queue it is its timeout counted from when it was asked for; for one handed to a worker at once, the time the pool
+   * gives a worker to start it.
+   */
+  readonly deadline?: number;
+  /**
+   * When the check was asked for (`Date.now()`). No command is released (`trackProcessGroup`) after `timeoutMs` from
+   * then, or from when this worker came up if that is later: a command started past it runs for an answer that is
+   * already overdue. Checks that start nothing run their full timeout once a worker has them.
+   */
+  readonly askedAt?: number;
 }
+
+/** What a worker answers for one task. */
+export type WorkerResult = CheckResult & {
+  /** Set when the task was not started because its deadline had passed. */
+  readonly expired?: boolean;
+};
+
+/** What the pool hands every worker in piscina's `workerData`. */
+export interface CheckWorkerData {
+  /** The pool's process-group table (process-groups.ts). */
+  readonly vipcastGroups: Int32Array;
+}
+
+/** Reason of a check answered down because it could not start before its deadline. */
+export const EXPIRED_REASON = 'check did not start before its deadline: check workers overloaded';
 
 /** Marker key of the events a worker posts to the pool (anything else on the channel is not ours). */
 export const WORKER_EVENT = 'vipcastCheckEvent';
@@ -36,34 +66,48 @@ export type WorkerEvent =
   | { readonly [WORKER_EVENT]: 'alive'; readonly threadId: number }
   | { readonly [WORKER_EVENT]: 'check-start'; readonly id: number; readonly threadId: number }
   /** An exception thrown from the task's own callbacks escaped and is ending the worker. */
-  | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string }
-  | { readonly [WORKER_EVENT]: 'process-group'; readonly pgid: number; readonly alive: boolean; readonly threadId: number };
+  | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string };
 
 export function isWorkerEvent(message: unknown): message is WorkerEvent {
   return typeof message === 'object' && message !== null && WORKER_EVENT in message;
 }
 
+/** A process group registered with the pool. */
+export interface TrackedGroup {
+  /**
+   * False when the group may not run anything: the check's time is up (`late`: its abort may not have fired yet when
+   * the worker was busy, but the budget is spent), the pool is stopping (vipcast is shutting down) or its table is
+   * full. The caller must then kill the group and not start its command; `refusal` says why.
+   */
+  readonly allowed: boolean;
+  readonly refusal?: string;
+  readonly late?: boolean;
+  /** Forget the group; call once it is dead. */
+  untrack(): void;
+}
+
+const groups: Int32Array | undefined = (workerData as Partial<CheckWorkerData> | null | undefined)?.vipcastGroups;
+
 /**
- * Tell the pool that a process group now belongs to this worker, so that it is killed if the worker dies (a worker
- * terminated for blocking cannot clean up after itself). Returns the function to call once the group is gone.
- * Outside a worker thread it does nothing.
+ * Register a process group that a check has just created, BEFORE anything in it runs (start it stopped or gated, as
+ * the exec check does). From then on the pool kills it if the worker dies, and at shutdown; if the pool is already
+ * stopping, the answer is `allowed: false`. Outside a pool's worker it allows everything and tracks nothing.
  */
-export function trackProcessGroup(pgid: number): () => void {
-  if (isMainThread || parentPort === null) return () => {};
-  const port = parentPort;
-  const post = (alive: boolean): void => {
-    const event: WorkerEvent = { [WORKER_EVENT]: 'process-group', pgid, alive, threadId };
-    try {
-      port.postMessage(event);
-    } catch {
-      // The port only closes while the worker is being torn down; the pool reaps the group then.
-    }
-  };
-  post(true);
+export function trackProcessGroup(pgid: number): TrackedGroup {
+  const deadline = currentTask.getStore()?.deadline;
+  if (deadline !== undefined && Date.now() >= deadline) return { allowed: false, late: true, refusal: 'not run: its time was up', untrack: () => {} };
+  if (groups === undefined) return { allowed: true, untrack: () => {} };
+  const table = groups;
+  const slot = registerGroup(table, threadId, pgid);
+  if (slot === 'closing') return { allowed: false, refusal: 'not run: vipcast is stopping', untrack: () => {} };
+  if (slot === 'full') return { allowed: false, refusal: 'not run: too many check processes at once', untrack: () => {} };
   let done = false;
-  return () => {
-    if (!done) post(false);
-    done = true;
+  return {
+    allowed: true,
+    untrack: () => {
+      if (!done) unregisterGroup(table, slot, pgid);
+      done = true;
+    },
   };
 }
 
@@ -74,9 +118,11 @@ export const HEARTBEAT_MS = 200;
 /** Longest reason passed back; exec output and error messages are cut to this. */
 const MAX_REASON = 4096;
 
+/** When this worker came up: waiting for a worker to boot does not count against a check. */
+const readyAt = Date.now();
 const modules = new Map<string, Promise<CheckFunction>>();
 /** The task whose code is running: it follows the check through its timers, sockets and callbacks. */
-const currentTask = new AsyncLocalStorage<number>();
+const currentTask = new AsyncLocalStorage<{ readonly id: number; readonly deadline: number }>();
 /** Shared with the pool: the task whose check function is on the stack right now (0: none). */
 const running = new Int32Array(new SharedArrayBuffer(4));
 
@@ -129,9 +175,17 @@ function normalize(value: unknown): CheckResult {
 type Settled = { returned: true; result: CheckResult } | { returned: false; result: CheckResult };
 
 /** Run one check; resolves, never rejects. */
-export async function runCheck(task: CheckTask): Promise<CheckResult> {
+export async function runCheck(task: CheckTask): Promise<WorkerResult> {
   const timeoutMs = task.timeoutMs;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return { ok: false, reason: `invalid check timeout ${String(timeoutMs)}` };
+  // The budget counts from when the check was asked for: a task that waited in a queue gets what is left, and one
+  // whose time is up is not started (a command run now would answer nobody). Reasons still name the configured
+  // timeout, which is what the check was given in all.
+  let budgetMs = timeoutMs;
+  if (task.deadline !== undefined) {
+    budgetMs = Math.min(timeoutMs, task.deadline - Date.now());
+    if (!(budgetMs > 0)) return { ok: false, reason: EXPIRED_REASON, expired: true };
+  }
   if (task.id !== undefined && parentPort !== null) {
     const event: WorkerEvent = { [WORKER_EVENT]: 'check-start', id: task.id, threadId };
     parentPort.postMessage(event);
@@ -139,7 +193,9 @@ export async function runCheck(task: CheckTask): Promise<CheckResult> {
   const controller = new AbortController();
   const ctx: CheckContext = { signal: controller.signal, timeoutMs };
   // The clock starts before the import: a module that hangs while loading spends the same budget.
-  const settled: Promise<Settled> = currentTask.run(task.id ?? 0, async () => {
+  const commandDeadline = task.askedAt === undefined ? Infinity : Math.max(task.askedAt, readyAt) + timeoutMs;
+  const releaseBy = Math.min(Date.now() + budgetMs, commandDeadline);
+  const settled: Promise<Settled> = currentTask.run({ id: task.id ?? 0, deadline: releaseBy }, async () => {
     const check = await loadCheck(task.workerModule);
     // Loading took the whole budget: the result is already "timed out", so don't start a check nobody waits for.
     if (controller.signal.aborted) throw controller.signal.reason;
@@ -160,7 +216,7 @@ export async function runCheck(task: CheckTask): Promise<CheckResult> {
 
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(resolve, timeoutMs, 'timeout');
+    timer = setTimeout(resolve, budgetMs, 'timeout');
   });
   const first = await Promise.race([settled, deadline]);
   clearTimeout(timer);
@@ -195,7 +251,7 @@ if (!isMainThread && parentPort !== null) {
   // An exception thrown from a check's callback ends the worker (resuming after one is unsafe). Name the culprit
   // first, so that the pool reports it and re-runs only the checks that merely shared the thread.
   process.on('uncaughtExceptionMonitor', (err: unknown) => {
-    const id = currentTask.getStore();
+    const id = currentTask.getStore()?.id;
     if (id === undefined || id === 0) return;
     const event: WorkerEvent = { [WORKER_EVENT]: 'check-crash', id, threadId, error: clip(describeError(err)) };
     port.postMessage(event);

@@ -4,12 +4,21 @@
  * Once bash has exited, whatever it left running in its group is killed too: a health check leaves nothing behind
  * (a daemon that detaches with setsid has left the group and is not touched). The reason is the exit status plus the
  * last lines of combined stdout and stderr.
+ *
+ * The gate. A command must never run in a group the pool does not know of: a worker terminated (or vipcast exiting)
+ * between spawn() and the registration would leave it running for good. So bash first waits for one line on its
+ * stdin (GATE); the check registers the group in the pool's shared table, and only if the pool is not stopping writes
+ * that line, which execs the command in the same process (same pid, same group, stdin from /dev/null). If the worker
+ * dies first, the pipe closes, `read` sees end-of-file and bash exits without running anything.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { CheckFunction, CheckResult } from '../../../plugin-api.js';
 import { trackProcessGroup } from '../../../core/check-worker.js';
+import { killGroup as kill } from '../../../core/process-groups.js';
 import type { ExecParams } from './index.js';
 
+/** Waits for the release line, then becomes `bash -c "$1"` (the command); exit 125 if the check never released it. */
+export const GATE = 'IFS= read -r _ || exit 125; exec bash -c "$1" </dev/null';
 const TAIL_BYTES = 2048;
 const TAIL_LINES = 10;
 /** After bash exits, how long to wait for its pipes to close (a background child may hold them open). */
@@ -39,12 +48,7 @@ class Tail {
 }
 
 function killGroup(pgid: number | undefined): void {
-  if (pgid === undefined) return;
-  try {
-    process.kill(-pgid, 'SIGKILL');
-  } catch {
-    // ESRCH: the group is already empty.
-  }
+  if (pgid !== undefined) kill(pgid);
 }
 
 export const check: CheckFunction = (params, ctx) =>
@@ -57,13 +61,17 @@ export const check: CheckFunction = (params, ctx) =>
     const tail = new Tail();
     let child: ChildProcess;
     try {
-      child = spawn('bash', ['-c', command], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn('bash', ['-c', GATE, 'vipcast-check', command], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     } catch (err) {
       resolve({ ok: false, reason: `cannot run bash: ${(err as Error).message}` });
       return;
     }
     const pgid = child.pid;
-    const untrack = pgid === undefined ? () => {} : trackProcessGroup(pgid);
+    // No pid: spawn failed, and its 'error' event reports why (nothing was started).
+    const tracked = pgid === undefined ? undefined : trackProcessGroup(pgid);
+    const untrack = (): void => tracked?.untrack();
+    // Writing to a gate that was killed meanwhile fails with EPIPE: nothing to report.
+    child.stdin?.on('error', () => {});
     let timedOut = false;
     let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let pipeTimer: NodeJS.Timeout | undefined;
@@ -82,6 +90,7 @@ export const check: CheckFunction = (params, ctx) =>
       ctx.signal.removeEventListener('abort', onAbort);
       killGroup(pgid);
       untrack();
+      child.stdin?.destroy();
       child.stdout?.destroy();
       child.stderr?.destroy();
       resolve(result);
@@ -106,6 +115,18 @@ export const check: CheckFunction = (params, ctx) =>
       pipeTimer = setTimeout(report, PIPE_GRACE_MS);
     });
     child.on('close', report);
+
+    if (tracked === undefined) return;
+    if (!tracked.allowed && tracked.late !== true) {
+      killGroup(pgid);
+      finish({ ok: false, reason: tracked.refusal ?? 'not run' });
+    } else if (!tracked.allowed || ctx.signal.aborted) {
+      // The budget ran out while bash was being forked: the command never starts.
+      killGroup(pgid);
+      finish({ ok: false, reason: `timed out after ${ctx.timeoutMs} ms (not started)` });
+    } else {
+      child.stdin?.end('\n');
+    }
   });
 
 export default check;
