@@ -1,5 +1,6 @@
 /** Prometheus metrics (prom-client): one registry per daemon, served at GET /metrics. */
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import type { CheckPoolMetrics, OverloadReason } from './check-pool.js';
 
 /** Where the scrape-time metrics come from. */
 export interface MetricSource {
@@ -38,6 +39,17 @@ export class Metrics {
     },
   });
   readonly reloads = new Counter({ name: 'vipcast_reloads_total', help: 'Config reloads, by result', labelNames: ['result'] as const, registers: [this.registry] });
+  readonly checkOverload = new Counter({
+    name: 'vipcast_check_overload_total', help: 'Checks answered down without running because the check workers were overloaded, by pool and reason (deadline: could not start before its deadline; queue_full: the queue was full)',
+    labelNames: ['pool', 'reason'] as const, registers: [this.registry],
+  });
+  private readonly queueReaders = new Map<string, () => number>();
+  readonly checkQueue: Gauge<'pool'> = new Gauge({
+    name: 'vipcast_check_queue_length', help: 'Checks waiting for a free slot in a check worker, by pool', labelNames: ['pool'] as const, registers: [this.registry],
+    collect: () => {
+      for (const [pool, read] of this.queueReaders) this.checkQueue.set({ pool }, read());
+    },
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'vipcast_process_' });
@@ -49,5 +61,16 @@ export class Metrics {
    */
   observe(source: MetricSource): void {
     this.source = source;
+  }
+
+  /** What a check pool named `pool` reports into (its overload drops; its queue length, read at scrape time). */
+  checkPool(pool: string): CheckPoolMetrics {
+    for (const reason of ['deadline', 'queue_full'] as const) this.checkOverload.inc({ pool, reason }, 0);
+    return {
+      overload: (reason: OverloadReason) => this.checkOverload.inc({ pool, reason }),
+      queueLength: (read) => {
+        this.queueReaders.set(pool, read);
+      },
+    };
   }
 }
