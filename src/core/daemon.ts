@@ -17,6 +17,8 @@ import { startApi, type ApiServer } from './api.js';
 import { configHash, reloadConfig, type ReloadResult } from './reload.js';
 import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
+import { VipcastError } from './errors.js';
+import { PidFile } from './pid-file.js';
 
 export interface DaemonOptions {
   readonly configFile: string;
@@ -30,6 +32,12 @@ export interface DaemonOptions {
  * that rewrites the file and signals several times is one reload, not one per signal.
  */
 export const RELOAD_SETTLE_MS = 100;
+
+/**
+ * At start, how long paths, addresses and rules of unknown apps are left alone while Consul has not answered its first
+ * catalog read (they may be Consul apps' from before a restart). After that they are withdrawn as strays.
+ */
+export const CONSUL_FIRST_READ_HOLD_MS = 30_000;
 
 export class Daemon {
   readonly registry = new AppRegistry();
@@ -46,17 +54,32 @@ export class Daemon {
   generation!: Generation;
   private stopping: Promise<void> | undefined;
   private api: ApiServer | undefined;
-  /** Keeps the process alive when nothing else does (no API, every app removed by cleanup_timer). */
+  /** Keeps the process alive when nothing else does (no API, no app, or every HTTP app removed by cleanup_timer). */
   private keepAlive: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   /** Consul discovery, when agent.consul_addr and CONSUL_NODE are set. */
   consul: ConsulDiscovery | undefined;
 
+  /** The pid file `vipcast run` writes once the daemon runs; a reload that changes agent.pid_file moves it. */
+  readonly pidFile = new PidFile();
+  /** True once start() has finished: before that there is no config in force, and reload requests wait for it. */
+  private running = false;
+  private starting: Promise<void> | undefined;
+  /** Resolves true when start() has finished, false when it failed. */
+  private readonly started: Promise<boolean>;
+  private markStarted!: (ok: boolean) => void;
+  /** agent.check_workers of the pool in use. */
+  private poolWorkers = 0;
+  /** Replaced pools still answering their in-flight checks (agent.check_workers changed by a reload). */
+  private readonly retiringPools = new Map<CheckPool, Promise<void>>();
+
   constructor(private readonly opts: DaemonOptions) {
     this.log = opts.log;
+    this.started = new Promise<boolean>((resolve) => (this.markStarted = resolve));
   }
 
   get config(): VipcastConfig {
+    if (!this.generation) throw new VipcastError('VIPCAST_ERR_INTERNAL', 'no config in force yet: the daemon has not started');
     return this.generation.config;
   }
 
@@ -70,7 +93,22 @@ export class Daemon {
     return loadConfig(this.opts.configFile, { env: this.env, ...(this.opts.dryRun ? { routingPlugin: 'dry-run' as const } : {}) });
   }
 
-  async start(): Promise<void> {
+  /** Start once (a second call gets the same promise). Reload requests made before it finished run right after it. */
+  start(): Promise<void> {
+    this.starting ??= this.doStart().then(
+      () => {
+        this.running = true;
+        this.markStarted(true);
+      },
+      (err: unknown) => {
+        this.markStarted(false);
+        throw err;
+      },
+    );
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
     this.keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
     const config = await this.loadConfig();
     this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
@@ -78,8 +116,8 @@ export class Daemon {
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
 
-    this.pool = new CheckPool({ workers: config.agent.checkWorkers, log: this.log.child({ component: 'check-pool' }) });
-    this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }) });
+    this.pool = this.newCheckPool(config.agent.checkWorkers);
+    this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }), metrics: this.metrics.checkPool('commands') });
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
         const r = await (spec.runsCommands ? this.commandPool : this.pool).run(spec, timeoutMs);
@@ -122,6 +160,9 @@ export class Daemon {
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     this.addConfigApps(config.apps);
+    // Paths an earlier run left for Consul apps must not look stale before the first catalog read has said which
+    // apps there are (a restart would flap them).
+    if (!ConsulDiscovery.disabledReason(consulSettings(config.agent, this.env))) this.reconciler.holdForSource('consul', CONSUL_FIRST_READ_HOLD_MS);
     await this.configureConsul(config);
     this.reconciler.start();
     await this.reconciler.trigger(true);
@@ -132,6 +173,8 @@ export class Daemon {
 
   /** Start the HTTP API on `listenAddr` ('' = none), then close the previous one (a reload that moves it). */
   async listen(listenAddr: string): Promise<void> {
+    // A reload that finishes during shutdown must not open the API again.
+    if (this.stopping) return;
     const old = this.api;
     if (old && old.listenAddr === listenAddr) return;
     this.api = listenAddr ? await startApi(this, listenAddr, this.log.child({ component: 'api' })) : undefined;
@@ -157,6 +200,7 @@ export class Daemon {
    * starts, then the old one closes; the Consul apps stay in the registry until the new one's first read replaces them.
    */
   async configureConsul(config: VipcastConfig): Promise<void> {
+    if (this.stopping) return;
     const settings = consulSettings(config.agent, this.env);
     const old = this.consul;
     if (old && ConsulDiscovery.sameSettings(old.settings, settings) && old.queryIntervalMs === config.agent.consulQueryIntervalMs) {
@@ -174,8 +218,11 @@ export class Daemon {
     }
     const next = new ConsulDiscovery({ agent: config.agent, monitors: config.monitors, consul: settings, log: this.log.child({ component: 'consul' }) });
     await next.start((apps) => {
-      if (this.consul === next) this.applyConsulApps(apps);
+      if (this.consul !== next) return;
+      this.applyConsulApps(apps);
+      this.reconciler.sourceDelivered('consul');
     });
+    if (this.stopping) return void (await next.close());
     this.consul = next;
     await old?.close();
   }
@@ -206,7 +253,7 @@ export class Daemon {
     return {
       version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
       routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
-      apps, peers, reconciler: this.reconciler.stats, last_reload: this.lastReload,
+      apps, peers, reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
     };
   }
 
@@ -218,6 +265,12 @@ export class Daemon {
     if (this.stopping) {
       this.log.warn({ component: 'reload', trigger }, 'reload refused: the daemon is stopping');
       return Promise.resolve(this.refusedReload(trigger, 'the daemon is stopping'));
+    }
+    if (!this.running) {
+      // No config in force yet (a SIGHUP while vipcast starts): the request waits for the start and is answered by
+      // the reload that runs right after it (requests waiting together are one run). A failed start refuses it.
+      this.log.info({ component: 'reload', trigger }, 'reload requested while vipcast is starting: it runs once the daemon runs');
+      return this.started.then((ok) => (ok ? this.requestReload(trigger) : this.refusedReload(trigger, 'the daemon did not start')));
     }
     return this.reloads.request(trigger);
   }
@@ -237,7 +290,39 @@ export class Daemon {
   }
 
   private refusedReload(trigger: string, error: string): ReloadResult {
-    return { ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: [error], changes: [], configInForce: configHash(this.config) };
+    const configInForce = this.generation ? configHash(this.generation.config) : '';
+    return { ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: [error], changes: [], configInForce, restartNeeded: [] };
+  }
+
+  private newCheckPool(workers: number): CheckPool {
+    this.poolWorkers = workers;
+    return new CheckPool({ workers, log: this.log.child({ component: 'check-pool' }), metrics: this.metrics.checkPool('checks') });
+  }
+
+  /**
+   * agent.check_workers changed by a reload: a pool of the new size takes every check from now on; the old one is
+   * closed once the checks it holds have answered (each within its timeout plus the pool's backstop), at the latest
+   * after the longest check timeout plus 20 s, or at once when the daemon stops.
+   */
+  resizeCheckPool(workers: number): void {
+    if (workers === this.poolWorkers) return;
+    const old = this.pool;
+    const previous = this.poolWorkers;
+    this.pool = this.newCheckPool(workers);
+    this.log.info({ component: 'check-pool', workers, previous }, 'check pool resized: new checks run on the new pool, the old one closes once its checks have answered');
+    const boundMs = Math.max(this.config.agent.checkTimeoutMs, ...this.registry.all().map((a) => a.timeoutMs)) + 20_000;
+    const retiring = (async () => {
+      const deadline = performance.now() + boundMs;
+      while (old.stats.inFlight > 0 && performance.now() < deadline && !this.stopping) await new Promise((r) => setTimeout(r, 50));
+      await withTimeout(old.close(), 1000, 'replaced check pool close', this.log);
+    })();
+    this.retiringPools.set(old, retiring);
+    void retiring.finally(() => this.retiringPools.delete(old));
+  }
+
+  /** agent.check_workers of the pool that runs checks now. */
+  get checkWorkers(): number {
+    return this.poolWorkers;
   }
 
   /** Swap in a new generation (reload); returns the old one for the caller to close. */
@@ -264,20 +349,29 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * Withdraw first: up to the withdraw nothing waits on anything slow. No more verdicts (health closed), no more passes
+   * (the reconciler stops at its next step) and no more Consul apps, all in this turn of the event loop; then the
+   * withdraw and cleanup, which waits for an effect in flight at most SHUTDOWN_WAIT_IN_FLIGHT_MS. A reload in progress,
+   * requests in flight on the API and the Consul read are waited for only afterwards, each with a bound.
+   */
   private async doStop(reason: string): Promise<void> {
+    // No exec check command runs after this line, and none that ran is left (invariant 6).
+    for (const pool of [this.pool, this.commandPool, ...this.retiringPools.keys()]) pool?.stopCommands();
     this.log.info({ reason }, 'stopping: withdrawing every route');
-    await this.reloads.idle();
     clearInterval(this.keepAlive);
-    await this.api?.close().catch(() => undefined);
+    this.health?.close();
     const consul = this.consul;
     this.consul = undefined;
-    if (consul) await withTimeout(consul.close(), 1000, 'consul discovery close', this.log);
-    this.health?.close();
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
+    await withTimeout(this.reloads.idle(), 1000, 'reload in progress', this.log);
+    if (this.api) await withTimeout(this.api.close(), 1000, 'HTTP API close', this.log);
+    if (consul) await withTimeout(consul.close(), 1000, 'consul discovery close', this.log);
     if (this.generation) await closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log));
     if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);
     if (this.commandPool) await withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log);
+    if (this.retiringPools.size > 0) await withTimeout(Promise.all(this.retiringPools.values()), 1000, 'replaced check pools close', this.log);
     this.log.info('stopped');
   }
 }
