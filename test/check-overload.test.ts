@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
@@ -16,6 +16,7 @@ import { CheckPool } from '../src/core/check-pool.js';
 import { Metrics } from '../src/core/metrics.js';
 import { MonitorRegistry } from '../src/core/monitor-registry.js';
 import type { MonitorSpec } from '../src/plugin-api.js';
+import { processesWith } from './helpers/procs.js';
 
 const registry = new MonitorRegistry();
 const spec = (input: unknown): MonitorSpec => registry.parse(input, { path: 'test', baseDir: process.cwd(), trusted: true });
@@ -55,23 +56,6 @@ function liveHeap(): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** Live processes (zombies excluded) whose command line or environment contains `marker`. */
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(marker) || readFileSync(`/proc/${entry}/environ`, 'utf8').includes(marker)) {
-        found.push(Number(entry));
-      }
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return found;
-}
 
 t.test(`${APPS} exec apps on one worker for ${RUN_MS / 1000} s: the queue stays bounded, memory too, no command starts after its deadline, overload is counted and logged once`, { timeout: 300_000 }, async (t) => {
   const dir = t.testdir();

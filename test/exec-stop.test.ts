@@ -7,35 +7,19 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CheckPool } from '../src/core/check-pool.js';
 import { MonitorRegistry } from '../src/core/monitor-registry.js';
 import type { MonitorSpec } from '../src/plugin-api.js';
+import { processesWith } from './helpers/procs.js';
 
 const BIN = fileURLToPath(new URL('../../bin/vipcast.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const registry = new MonitorRegistry();
 const spec = (input: unknown): MonitorSpec => registry.parse(input, { path: 'test', baseDir: process.cwd(), trusted: true });
 
-/** Live processes (zombies excluded) whose command line or environment contains `marker`. */
-function processesWith(marker: string, except?: number): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid || Number(entry) === except) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z') continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(marker) || readFileSync(`/proc/${entry}/environ`, 'utf8').includes(marker)) {
-        found.push(Number(entry));
-      }
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return found;
-}
 
 function killAll(pids: number[]): void {
   for (const pid of pids) {
