@@ -7,10 +7,12 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { labSkip, waitFor } from './lab/netns.js';
+import { createLab, labSkip, waitFor } from './lab/netns.js';
+import { startGobgpd } from './lab/gobgpd.js';
 import { createStack } from './lab/stack.js';
 import { BIN, DaemonProcess } from './helpers/daemon.js';
 
@@ -114,4 +116,26 @@ t.test('gobgpd with the unit\'s exact command line, vipcast with the unit\'s Env
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
   t.same(await s.routes(), [], 'SIGTERM withdrew the route');
+});
+
+t.test('gobgpd\'s API socket is root-only: in a directory made as the unit makes it, a non-root user (even in group root) cannot connect, root can', { skip: labSkip(['gobgpd', 'setpriv']) }, async (t) => {
+  t.equal(one(gobgpdUnit, 'RuntimeDirectoryMode'), '0700', 'the runtime directory is root\'s alone');
+  t.equal(one(gobgpdUnit, 'UMask'), '0077', 'and the socket gobgpd creates in it is 0700 (gobgpd sets no mode of its own)');
+  const lab = await createLab({ prefix: 'pk' });
+  t.teardown(() => lab.destroy());
+  const top = mkdtempSync(join(tmpdir(), 'vc-pkg-'));
+  t.teardown(() => rmSync(top, { recursive: true, force: true }));
+  chmodSync(top, 0o755);
+  const dir = join(top, 'gobgpd-vipcast');
+  mkdirSync(dir, { mode: Number.parseInt(one(gobgpdUnit, 'RuntimeDirectoryMode'), 8) });
+  const UNIT_SOCK = apiHosts.slice('unix://'.length);
+  const g = await startGobgpd({ ns: lab.a, dir, args: (sock) => gobgpdArgv.slice(1).map((a) => a.replace(UNIT_SOCK, sock)) });
+  t.teardown(() => g.stop());
+  // The worst case for the socket itself (gobgpd started with umask 0): only the directory guards it then.
+  chmodSync(g.sock, 0o777);
+  const probe = `require('node:net').connect({ path: process.argv[1] }).on('connect', function () { process.stdout.write('connected'); this.destroy(); }).on('error', (e) => process.stdout.write(e.code))`;
+  const as = (ids: string[]) => run('setpriv', [...ids, '--clear-groups', process.execPath, '-e', probe, g.sock]);
+  t.equal(await as(['--reuid', '65534', '--regid', '65534']), 'EACCES', 'nobody cannot connect to gobgpd');
+  t.equal(await as(['--reuid', '65534', '--regid', '0']), 'EACCES', 'nor can a non-root user whose group is root (the directory was 0750 before)');
+  t.equal(await run(process.execPath, ['-e', probe, g.sock]), 'connected', 'root can');
 });
