@@ -237,8 +237,14 @@ export interface HostNetwork {
   removeVip(binding: VipBinding): Promise<void>;
   /** The NAT rules in vipcast's own chain now. */
   listNat(): Promise<NatBinding[]>;
-  /** Replace vipcast's NAT rules with exactly `rules`, atomically. */
-  setNat(rules: readonly NatBinding[]): Promise<void>;
+  /**
+   * Replace vipcast's NAT rules with exactly `rules`, atomically. Rules are judged per app first, without touching the
+   * host: an app with a rule that can't be made here (no local address of its VIP's family to DNAT to, a bad target)
+   * fails alone, none of its rules are written, and it is returned with the reason (by app name); every other app's
+   * rules are written. Resolving to nothing (or an empty map) means every rule is in place. Rejects when the write
+   * itself fails (the kernel refused it): then nothing is known to have changed.
+   */
+  setNat(rules: readonly NatBinding[]): Promise<Map<string, Error> | void>;
   /** Shutdown: remove everything vipcast owns on the host (addresses, rules, its chain and jumps), nothing else. */
   cleanup(): Promise<void>;
   /** Release resources; changes nothing on the host. Safe to call twice. */

@@ -361,7 +361,8 @@ t.test('errors are coded: missing binary, no privileges, bad bindings, bad iptab
   t.equal(await codeOf(host.addVip({ app: 'web', prefix: { ...good, length: 33, text: `${good.address}/33` } })), 'VIPCAST_ERR_VALUE', 'forged prefix (length 33) refused');
   t.equal(await codeOf(host.addVip({ app: 'web', prefix: { ...good, text: '198.19.0.0/16' } })), 'VIPCAST_ERR_VALUE', 'prefix whose fields disagree refused');
   t.equal(await codeOf(host.setNat([{ ...nat('web', good.text, 'tcp:53:8053'), rule: { protocol: 'tcp', listenPort: 53, targetPort: 70000, text: 'tcp:53:8053' } }])), 'VIPCAST_ERR_VALUE', 'forged NAT rule refused');
-  t.equal(await codeOf(new LinuxHostNetwork({ log: silentLogger(), netns: lab.a, localIp: () => undefined, stateFile: join(dir, 'n.json') }).setNat([nat('web', good.text, 'tcp:53')])), 'VIPCAST_ERR_HOST', 'IPv4 NAT without local_ip refused');
+  const noTarget = await new LinuxHostNetwork({ log: silentLogger(), netns: lab.a, localIp: () => undefined, stateFile: join(dir, 'n.json') }).setNat([nat('web', good.text, 'tcp:53')]);
+  t.equal((noTarget.get('web') as VipcastError | undefined)?.code, 'VIPCAST_ERR_HOST', 'IPv4 NAT without local_ip: the app fails (VIPCAST_ERR_HOST)');
   t.same(await natRules(lab.a), ['-P PREROUTING ACCEPT', '-P INPUT ACCEPT', '-P OUTPUT ACCEPT', '-P POSTROUTING ACCEPT'], 'nothing was written by the refused calls');
   t.same((await loAddrs(lab.a)).map((a) => a.local), ['127.0.0.1', '::1'], 'no address was added by the refused calls');
 
@@ -443,4 +444,65 @@ t.test('bulk addVips: many addresses in one batch, each with its label; a crash-
   t.notOk((await loAddrs(lab.a)).some((a) => a.local.startsWith(`198.19.${S}.`)), 'cleanup removed them all in one batch');
   t.equal(await codeOf(host.addVips([vip('ok', `198.19.${S}.200/32`), { app: 'bad name', prefix: many[0]!.prefix }])), 'VIPCAST_ERR_VALUE', 'a forged binding refuses the whole call before anything runs');
   t.notOk((await loAddrs(lab.a)).some((a) => a.local === `198.19.${S}.200`));
+});
+
+t.test('NAT per app: an app whose rules can\'t be made (no local IPv6 address, a local_ip of the wrong family) fails alone with the reason; the other apps\' rules are written and carry traffic', { skip }, async (t) => {
+  const dir = t.testdir({});
+  const lab = await withLab(t);
+  let localIp6: string | undefined;
+  const host = await newHost(dir, lab, { localIp6: () => localIp6 });
+  const { v4, v6 } = vipsOf(lab, 12);
+  const other = vipsOf(lab, 13);
+  await nsRun(lab.b, 'ip', ['route', 'add', v4, 'via', lab.ipA]);
+  await nsRun(lab.b, 'ip', ['-6', 'route', 'add', v6, 'via', lab.ip6A]);
+  const servers = [await startServer(lab.a, lab.ipA, 8053), await startServer(lab.a, lab.ip6A, 8053)];
+  t.teardown(() => servers.forEach((s) => s.kill()));
+  for (const b of [vip('dns4', v4), vip('dns6', v6), vip('both', other.v4), vip('both', other.v6)]) await host.addVip(b);
+  const rules = [nat('dns4', v4, 'tcp:53:8053'), nat('dns4', v4, 'udp:53:8053'), nat('dns6', v6, 'tcp:53:8053'), nat('both', other.v4, 'tcp:80:8080'), nat('both', other.v6, 'tcp:80:8080')];
+
+  const failures = await host.setNat(rules);
+  t.same([...failures.keys()].sort(), ['both', 'dns6'], 'the apps with an IPv6 rule fail, the IPv4-only app does not');
+  t.match(failures.get('dns6')?.message, new RegExp(`NAT ${v6.replace(/\//g, '\\/')} tcp:53:8053 needs a local ipv6 address to DNAT to`), `the reason names the rule and what is missing (${failures.get('dns6')?.message})`);
+  t.equal((failures.get('dns6') as VipcastError).code, 'VIPCAST_ERR_HOST');
+  t.same(await host.listNat(), rules.filter((r) => r.app === 'dns4'), 'only the IPv4-only app\'s rules are in the chain: none of a failed app\'s rules, not even its IPv4 ones');
+  t.equal(await probe(lab.b, 'tcp', v4.split('/')[0]!, 53), `srv tcp ${lab.ipA}:8053 from ${lab.ipB}`, 'the IPv4 app\'s DNAT carries TCP');
+  t.equal(await probe(lab.b, 'udp', v4.split('/')[0]!, 53), `srv udp ${lab.ipA}:8053 from ${lab.ipB}`, 'and UDP');
+  t.notOk((await natRules(lab.a, 'ip6tables')).some((l) => l.includes('VIPCAST')), 'the IPv6 nat table was not touched');
+
+  // A bad target (an IPv4 address where the IPv6 one belongs) fails the same apps, with that reason.
+  localIp6 = lab.ipA;
+  const bad = await host.setNat(rules);
+  t.same([...bad.keys()].sort(), ['both', 'dns6']);
+  t.match(bad.get('dns6')?.message, /can't be made: .*local_ip6.*is not an ipv6 address/, `bad target named (${bad.get('dns6')?.message})`);
+
+  // With a target every app's rules are written, in one write per family.
+  localIp6 = lab.ip6A;
+  t.same([...(await host.setNat(rules)).keys()], [], 'no failure once the host has an IPv6 target');
+  t.same((await host.listNat()).length, rules.length, 'every rule listed');
+  t.equal(await probe(lab.b, 'tcp', v6.split('/')[0]!, 53), `srv tcp ${lab.ip6A}:8053 from ${lab.ip6B}`, 'the IPv6 app\'s DNAT carries traffic now');
+  await host.cleanup();
+});
+
+t.test('state file: garbage or a wrong shape is kept aside (.corrupt-<time>) and reported with both paths; the addresses added afterwards are recorded and removed by cleanup', { skip }, async (t) => {
+  const lab = await withLab(t);
+  const { v4 } = vipsOf(lab, 14);
+  for (const [what, content] of [['garbage', '\u0000{"vips": [tru'], ['a JSON array', '[]'], ['vips not a list', '{"version":1,"vips":{"web":"198.18.0.1/32"}}'], ['null', 'null']] as const) {
+    const dir = t.testdir({ 'host-state.json': content });
+    const lines: Array<{ level: number; msg: string; stateFile?: string; keptAs?: string }> = [];
+    const { Writable } = await import('node:stream');
+    const destination = new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk)) as { level: number; msg: string }); cb(); } });
+    const host = await newHost(dir, lab, { log: createLogger({ destination, pretty: false }) });
+    await Promise.all([host.listVips(), host.listVips()]);
+    const { readdirSync } = await import('node:fs');
+    const aside = readdirSync(dir).filter((f) => f.startsWith('host-state.json.corrupt-'));
+    t.equal(aside.length, 1, `${what}: kept aside once (${aside.join(', ')})`);
+    t.equal(aside[0] && await readFile(join(dir, aside[0]), 'utf8'), content, `${what}: unchanged`);
+    t.notOk(existsSync(host.stateFile), `${what}: not left in place`);
+    const err = lines.find((l) => l.level === 50 && /state file is corrupt/.test(l.msg));
+    t.match(err, { stateFile: host.stateFile, keptAs: join(dir, aside[0] ?? 'none') }, `${what}: an error names both paths`);
+    await host.addVip(vip('web', v4));
+    t.match(JSON.parse(await readFile(host.stateFile, 'utf8')), { vips: [{ app: 'web', prefix: v4, owned: true }] }, `${what}: a fresh file records the address added`);
+    await host.cleanup();
+    t.notOk((await loAddrs(lab.a)).some((a) => a.local === v4.split('/')[0]), `${what}: cleanup removed the address vipcast added`);
+  }
 });

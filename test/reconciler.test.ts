@@ -400,3 +400,36 @@ t.test('many announces in one pass go in one bulk call when the router can; a fa
   t.equal(s.router.rib.size, 20, 'every route announced one by one after the bulk call failed');
   t.equal(s.journal.entries.filter((e) => e.startsWith('announce 198.18.14.')).length, 20);
 });
+
+t.test('NAT per app: an app whose rules the host can\'t make fails alone (error in status, not announced, withdrawn if it was); the others are written and announced; the same failure is not rewritten every pass', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.host.failNat.set('six', 'NAT 2001:db8:5::1/128 tcp:53:8053 needs a local ipv6 address to DNAT to, and there is none');
+  s.runner.set('port:tcp:1030', true);
+  s.registry.upsert(makeApp('four', { vips: ['198.18.15.1/32'], monitors: ['port:tcp:1030'], nats: ['tcp:53:8053'] }));
+  s.registry.upsert(makeApp('six', { vips: ['2001:db8:5::1/128'], monitors: ['port:tcp:1030'], nats: ['tcp:53:8053'] }));
+  await waitFor(() => s.router.rib.has('198.18.15.1/32'), 2000, 'four announced');
+  await waitFor(() => s.rec.status().find((a) => a.app === 'six')?.error, 2000, 'six failed');
+  t.notOk(s.router.rib.has('2001:db8:5::1/128'), 'six is not announced');
+  t.same(s.host.nat.map((n) => `${n.app} ${n.vip.text} ${n.rule.text}`), ['four 198.18.15.1/32 tcp:53:8053'], 'four\'s rule is written');
+  t.match(s.rec.status().find((a) => a.app === 'six')?.error, /^NAT rules: NAT 2001:db8:5::1\/128 tcp:53:8053 needs a local ipv6 address/, 'six\'s error says why');
+  t.notOk(s.rec.status().find((a) => a.app === 'four')?.error, 'four has no error');
+
+  // Nothing changed: passes (full ones too) report six's failure again without writing the chain again.
+  const calls = s.host.setNatCalls;
+  for (let i = 0; i < 3; i++) await s.rec.trigger(true);
+  await new Promise((r) => setTimeout(r, 150)); // retryMs is 50: a retry loop would show
+  t.equal(s.host.setNatCalls, calls, 'no setNat while the request and the chain are unchanged');
+  t.ok(s.rec.status().find((a) => a.app === 'six')?.error, 'six still reported failed');
+  t.notOk(s.router.rib.has('2001:db8:5::1/128'), 'six still not announced');
+
+  // four's NAT becomes impossible (a reload whose host has no target for it): withdrawn, its rule gone; six's fixed.
+  s.host.failNat.set('four', 'NAT 198.18.15.1/32 tcp:53:8053 needs a local ipv4 address to DNAT to, and there is none');
+  s.host.failNat.delete('six');
+  s.rec.swap({ host: s.host });
+  void s.rec.trigger(true);
+  await waitFor(() => !s.router.rib.has('198.18.15.1/32') && s.router.rib.has('2001:db8:5::1/128'), 2000, 'four withdrawn, six announced');
+  t.same(s.host.nat.map((n) => n.app), ['six'], 'only six\'s rule is in the chain');
+  t.match(s.rec.status().find((a) => a.app === 'four')?.error, /^NAT rules: .*local ipv4 address/);
+  t.notOk(s.rec.status().find((a) => a.app === 'six')?.error, 'six has no error any more');
+});

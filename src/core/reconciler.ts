@@ -82,6 +82,13 @@ export class Reconciler {
   /** Discovery sources that have not delivered their first apps yet, with the timer that stops waiting for them. */
   private readonly pendingSources = new Map<string, NodeJS.Timeout>();
   private readonly listeners: Array<(event: RouteEvent) => void> = [];
+  /**
+   * The last NAT request that some apps' rules couldn't be made for (no local address of the family, a bad target):
+   * the same request, with the chain still as written then, fails the same apps for the same reasons, so it is not
+   * written again on every pass (nor retried every second); a change of the rules, of the chain or of the host
+   * network (reload) tries again.
+   */
+  private natTried: { want: string; applied: string; failures: ReadonlyMap<string, Error> } | undefined;
 
   constructor(
     private readonly registry: AppRegistry,
@@ -112,6 +119,7 @@ export class Reconciler {
     if (parts.router) this.router = parts.router;
     if (parts.host) this.host = parts.host;
     this.model = undefined;
+    this.natTried = undefined;
   }
 
   /** Ask for a pass; returns when a pass that started after this call has finished. */
@@ -465,7 +473,14 @@ export class Reconciler {
     const wantNatHere = wantNat.filter((n) => model.vips.has(n.vip.text));
     const keep = (n: NatBinding) => (model.routes.get(n.vip.text)?.app === n.app || undecided.has(n.vip.text)) && !wantVips.has(n.vip.text);
     if (stopped()) return;
-    await this.natStep(model, [...wantNatHere, ...model.nat.filter(keep)], natBlocked, fail);
+    const natFailed = await this.natStep(model, [...wantNatHere, ...model.nat.filter(keep)], natBlocked, fail);
+    // An app whose NAT rules can't be made is not announced (traffic to its VIP would not reach the service): one
+    // announced before (its NAT target went away with a reload) is withdrawn now.
+    for (const [, route] of [...model.routes]) {
+      if (!natFailed.has(route.app)) continue;
+      if (stopped()) return;
+      await this.withdrawStep(model, route, 'its NAT rules can\'t be made', fail);
+    }
 
     // 3. Announce what is missing or changed, only where the address is on the host.
     const toAnnounce: Array<{ route: Route; replaces: boolean }> = [];
@@ -554,14 +569,38 @@ export class Reconciler {
     this.emit({ action: 'announce', route });
   }
 
-  private async natStep(model: Model, rules: NatBinding[], blocked: Set<string>, fail: (app: string, what: string, err: unknown) => void): Promise<void> {
-    if (natKey(rules) === natKey(model.nat)) return;
+  /**
+   * Write the NAT rules. Apps whose rules the host can't make fail alone (returned, and added to `blocked`: not
+   * announced); the others' rules are written. A write the host refused blocks every app with rules, as nothing is
+   * known to have changed.
+   */
+  private async natStep(model: Model, rules: NatBinding[], blocked: Set<string>, fail: (app: string, what: string, err: unknown) => void): Promise<Set<string>> {
+    const want = natKey(rules);
+    if (want === natKey(model.nat)) return new Set();
+    const tried = this.natTried;
+    if (tried && tried.want === want && tried.applied === natKey(model.nat)) {
+      // Nothing changed since the last try: the same apps fail for the same reasons. Reported (/status), not logged
+      // or retried again.
+      for (const [app, err] of tried.failures) {
+        blocked.add(app);
+        this.appState(app).error = `NAT rules: ${err.message}`;
+      }
+      return new Set(tried.failures.keys());
+    }
     try {
-      await this.host.setNat(rules);
-      model.nat = rules;
+      const failures = (await this.host.setNat(rules)) ?? new Map<string, Error>();
+      const applied = failures.size > 0 ? rules.filter((n) => !failures.has(n.app)) : rules;
+      model.nat = applied;
+      this.natTried = failures.size > 0 ? { want, applied: natKey(applied), failures } : undefined;
+      for (const [app, err] of failures) {
+        blocked.add(app);
+        fail(app, 'NAT rules', err);
+      }
+      return new Set(failures.keys());
     } catch (err) {
       for (const n of rules) blocked.add(n.app);
       for (const app of blocked) fail(app, 'NAT rules', err);
+      return new Set();
     }
   }
 

@@ -92,9 +92,17 @@ export class JournalHost implements HostNetwork {
   async listNat(): Promise<NatBinding[]> {
     return this.nat;
   }
-  async setNat(rules: readonly NatBinding[]): Promise<void> {
-    this.nat = [...rules];
-    this.journal.push(`nat ${rules.map((r) => `${r.vip.text}:${r.rule.text}`).sort().join(',')}`.trim());
+  /** Apps whose NAT rules "can't be made" (as the real host without a local address of the family), with the reason. */
+  readonly failNat = new Map<string, string>();
+  setNatCalls = 0;
+  async setNat(rules: readonly NatBinding[]): Promise<Map<string, Error> | void> {
+    this.setNatCalls++;
+    const failures = new Map<string, Error>();
+    for (const r of rules) if (this.failNat.has(r.app)) failures.set(r.app, new Error(this.failNat.get(r.app)));
+    const made = rules.filter((r) => !failures.has(r.app));
+    this.nat = made;
+    this.journal.push(`nat ${made.map((r) => `${r.vip.text}:${r.rule.text}`).sort().join(',')}`.trim());
+    return failures;
   }
   async cleanup(): Promise<void> {
     await this.setNat([]);

@@ -46,7 +46,8 @@ export class LoggingHostNetwork implements HostNetwork {
     return [...this.nat.values()];
   }
 
-  async setNat(rules: readonly NatBinding[]): Promise<void> {
+  /** Every rule is "made" (a dry run doesn't discover NAT targets, so it can't tell which app would lack one). */
+  async setNat(rules: readonly NatBinding[]): Promise<Map<string, Error>> {
     rules.forEach((r, i) => checkNatBinding(r, `nat[${i}]`));
     const next = new Map(rules.map((r) => [natKey(r), r] as const));
     for (const [k, r] of this.nat) {
@@ -56,6 +57,7 @@ export class LoggingHostNetwork implements HostNetwork {
       if (!this.nat.has(k)) this.logNat('add-nat', r);
     }
     this.nat = next;
+    return new Map();
   }
 
   private logNat(action: 'add-nat' | 'remove-nat', r: NatBinding): void {

@@ -11,7 +11,7 @@
  * app, never deleted. NAT rules need no state: they live only in the `VIPCAST` chains, each tagged `vipcast:<app>`.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Family, HostNetwork, NatBinding, Prefix, VipBinding } from '../../plugin-api.js';
 import { VipcastError, valueError } from '../errors.js';
@@ -144,6 +144,11 @@ export class LinuxHostNetwork implements HostNetwork {
   private readonly bins: IptablesBinaries;
   private records: VipRecord[] | undefined;
   private warnedNoV6 = false;
+  /** Why the IPv6 nat table could not be read at the last look (no ip6table_nat), if it couldn't. */
+  private v6Unavailable: Error | undefined;
+  private loading: Promise<VipRecord[]> | undefined;
+  /** Where a corrupt state file found at start was kept (set when there was one). */
+  private corruptKeptAs: string | undefined;
   private warnedNoConntrack = false;
   private readonly conntrack: string;
 
@@ -210,29 +215,84 @@ export class LinuxHostNetwork implements HostNetwork {
 
   // ---- state file --------------------------------------------------------------------------------------------
 
-  private async load(): Promise<VipRecord[]> {
-    if (this.records) return this.records;
+  private load(): Promise<VipRecord[]> {
+    if (this.records) return Promise.resolve(this.records);
+    // One read, however many callers: a corrupt file is set aside once.
+    this.loading ??= this.read().then((records) => {
+      this.records = records;
+      this.loading = undefined;
+      return records;
+    });
+    return this.loading;
+  }
+
+  private async read(): Promise<VipRecord[]> {
+    let text: string;
     try {
-      const data = JSON.parse(await readFile(this.stateFile, 'utf8')) as { vips?: VipRecord[] };
-      // Only well-formed records are trusted: a hand-edited file must not make vipcast delete arbitrary addresses.
-      // Prefixes are kept in their canonical text, the key of the addresses on lo (see loopbackAddrs).
-      this.records = (data.vips ?? []).flatMap((r) => {
-        try {
-          const prefix = parsePrefix(r.prefix, 'state', false);
-          checkVipBinding({ app: r.app, prefix });
-          return typeof r.owned === 'boolean' ? [{ ...r, prefix: prefix.text }] : [];
-        } catch {
-          this.log.warn({ record: r, stateFile: this.stateFile }, 'ignoring a malformed record in the host state file');
-          return [];
-        }
-      });
+      text = await readFile(this.stateFile, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.log.warn({ err, stateFile: this.stateFile }, 'host state file unreadable: vipcast owns no loopback address until it adds one');
+        this.log.error({ err, stateFile: this.stateFile }, 'host state file unreadable: vipcast owns no loopback address until it adds one');
       }
-      this.records = [];
+      return [];
     }
-    return this.records;
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      return this.setAside(`not JSON (${(err as Error).message})`);
+    }
+    const vips = (data as { vips?: unknown } | null)?.vips;
+    if (typeof data !== 'object' || data === null || Array.isArray(data) || !Array.isArray(vips)) {
+      return this.setAside('not a vipcast state file ({"version":1,"vips":[...]})');
+    }
+    // Only well-formed records are trusted: a hand-edited file must not make vipcast delete arbitrary addresses.
+    // Prefixes are kept in their canonical text, the key of the addresses on lo (see loopbackAddrs).
+    let malformed = 0;
+    const records = (vips as VipRecord[]).flatMap((r) => {
+      try {
+        const prefix = parsePrefix(r.prefix, 'state', false);
+        checkVipBinding({ app: r.app, prefix });
+        if (typeof r.owned !== 'boolean' || (r.label !== undefined && typeof r.label !== 'string')) throw new Error('owned/label');
+        return [{ app: r.app, prefix: prefix.text, owned: r.owned, ...(r.label !== undefined ? { label: r.label } : {}) }];
+      } catch {
+        malformed++;
+        this.log.warn({ record: r, stateFile: this.stateFile }, 'ignoring a malformed record in the host state file');
+        return [];
+      }
+    });
+    if (malformed > 0) {
+      // The next write drops them: keep the file as it was for whoever looks into it.
+      const keptAs = this.asidePath();
+      await copyFile(this.stateFile, keptAs).then(
+        () => this.log.error({ stateFile: this.stateFile, keptAs, malformed }, 'host state file has malformed records: ignored; the file as it was is kept aside'),
+        (err: unknown) => this.log.error({ err, stateFile: this.stateFile, malformed }, 'host state file has malformed records: ignored (could not keep a copy)'),
+      );
+    }
+    return records;
+  }
+
+  private asidePath(): string {
+    return `${this.stateFile}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  }
+
+  /**
+   * A state file that is not one (garbage, a truncated write by something else, a hand edit gone wrong) is renamed
+   * aside and reported with both paths, never rewritten in place: it is the only evidence of which addresses an
+   * earlier run added. vipcast starts with no records: what it adds now is recorded in a fresh file and removed at
+   * exit; an address already on lo is served but never removed (nobody can tell whose it is), and said so.
+   */
+  private async setAside(reason: string): Promise<VipRecord[]> {
+    const keptAs = this.asidePath();
+    try {
+      await rename(this.stateFile, keptAs);
+      this.corruptKeptAs = keptAs;
+      this.log.error({ stateFile: this.stateFile, keptAs, reason }, `host state file is corrupt (${reason}): kept aside as ${keptAs}; vipcast starts a new one and can't tell which addresses already on lo an earlier run added (they are served, never removed: check ${keptAs} and remove leftovers with ip addr del)`);
+    } catch (err) {
+      this.corruptKeptAs = this.stateFile;
+      this.log.error({ err, stateFile: this.stateFile, reason }, `host state file is corrupt (${reason}) and could not be kept aside: vipcast starts a new one`);
+    }
+    return [];
   }
 
   /** Write the state file atomically (temp file + rename): a crash leaves the old or the new file, never half. */
@@ -297,7 +357,8 @@ export class LinuxHostNetwork implements HostNetwork {
       if (onLo(prefix, addrs) && !same.some((r) => r.owned)) {
         // The host (or an operator, or an old gocast) put it there: serve it, never delete it.
         this.upsert({ app, prefix: prefix.text, owned: false });
-        this.log.warn({ app, prefix: prefix.text }, 'address already on lo and not added by vipcast: adopted, it will not be removed');
+        if (this.corruptKeptAs === undefined) this.log.warn({ app, prefix: prefix.text }, 'address already on lo and not added by vipcast: adopted, it will not be removed');
+        else this.log.error({ app, prefix: prefix.text, stateFile: this.stateFile, keptAs: this.corruptKeptAs }, `address already on lo while the state file was corrupt: adopted, it will not be removed (if an earlier vipcast added it, remove it by hand: ip addr del ${prefix.text} dev lo)`);
         continue;
       }
       if (onLo(prefix, addrs)) {
@@ -385,10 +446,12 @@ export class LinuxHostNetwork implements HostNetwork {
   private async natTable(family: Family): Promise<string[]> {
     try {
       const { stdout } = await this.exec(this.familyBins(family).list, [...XT_WAIT, '-t', 'nat', '-S']);
+      if (family === 'ipv6') this.v6Unavailable = undefined;
       return stdout.split('\n').filter((l) => l.startsWith('-'));
     } catch (err) {
-      // A host without IPv6 NAT (no ip6table_nat) still gets IPv4 NAT; IPv6 rules themselves then fail in setNat.
+      // A host without IPv6 NAT (no ip6table_nat) still gets IPv4 NAT; the apps with IPv6 rules fail in setNat.
       if (family !== 'ipv6' || (err as VipcastError).code !== 'VIPCAST_ERR_HOST') throw err;
+      this.v6Unavailable = err as Error;
       if (!this.warnedNoV6) this.log.warn({ err }, 'IPv6 nat table unavailable: IPv6 NAT disabled');
       this.warnedNoV6 = true;
       return [];
@@ -416,18 +479,56 @@ export class LinuxHostNetwork implements HostNetwork {
     return out;
   }
 
-  async setNat(rules: readonly NatBinding[]): Promise<void> {
+  /**
+   * Build each app's rules first, without touching the kernel: an app with a rule that can't be made (no local address
+   * of its VIP's family to DNAT to, a local address that is not of that family) fails alone, with none of its rules
+   * written, and is returned with the reason. Every other app's rules are written, each family's chain in one
+   * `iptables-restore` as before; a refused write rejects (a whole-write failure, as before).
+   */
+  async setNat(rules: readonly NatBinding[]): Promise<Map<string, Error>> {
     rules.forEach((r, i) => checkNatBinding(r, `nat[${i}]`));
-    const plans = (['ipv4', 'ipv6'] as const).map((family) => {
+    const failures = new Map<string, Error>();
+    const targets = new Map<Family, string>();
+    for (const family of ['ipv4', 'ipv6'] as const) {
       const mine = rules.filter((r) => r.vip.family === family);
-      const to = mine.length > 0 ? this.target(family) : undefined;
-      if (mine.length > 0 && to === undefined) {
-        throw new VipcastError('VIPCAST_ERR_HOST', `NAT for ${mine.map((r) => `${r.app} ${r.vip.text} ${r.rule.text}`).join(', ')} needs a local ${family} address to DNAT to, and there is none`);
+      if (mine.length === 0) continue;
+      let to: string | undefined;
+      let why: Error | undefined;
+      try {
+        to = this.target(family);
+      } catch (err) {
+        why = err as Error;
       }
-      return { family, mine, to };
-    });
+      if (to !== undefined) {
+        targets.set(family, to);
+        continue;
+      }
+      for (const app of new Set(mine.map((r) => r.app))) {
+        if (failures.has(app)) continue;
+        const its = mine.filter((r) => r.app === app).map((r) => `${r.vip.text} ${r.rule.text}`).join(', ');
+        failures.set(app, new VipcastError('VIPCAST_ERR_HOST', why
+          ? `NAT ${its} can't be made: ${why.message}`
+          : `NAT ${its} needs a local ${family} address to DNAT to, and there is none (bgp.local_ip of that family, or an address facing a peer or the default gateway of that family)`, why ? { cause: why } : undefined));
+      }
+    }
+    // Both listings before any write: an IPv6 nat table that can't be read (no ip6table_nat) fails the apps with
+    // IPv6 rules, and only those, before their IPv4 rules are written.
+    const tables = new Map<Family, string[]>();
+    for (const family of ['ipv4', 'ipv6'] as const) tables.set(family, await this.natTable(family));
+    const v6Down = this.v6Unavailable;
+    if (v6Down) {
+      for (const r of rules) {
+        if (r.vip.family !== 'ipv6' || failures.has(r.app)) continue;
+        failures.set(r.app, new VipcastError('VIPCAST_ERR_HOST', `NAT ${r.vip.text} ${r.rule.text} can't be made: the IPv6 nat table is unavailable (ip6table_nat not loaded?): ${v6Down.message}`, { cause: v6Down }));
+      }
+    }
+    const plans = (['ipv4', 'ipv6'] as const).map((family) => ({
+      family,
+      mine: rules.filter((r) => r.vip.family === family && !failures.has(r.app)),
+      to: targets.get(family),
+    }));
     for (const { family, mine, to } of plans) {
-      const table = await this.natTable(family);
+      const table = tables.get(family)!;
       const chainExists = table.includes(`-N ${NAT_CHAIN}`);
       const before = table.filter((l) => l.startsWith(`-A ${NAT_CHAIN} `)).map((l) => parseRule(l, family)).filter((b) => b !== undefined);
       // A family never used stays untouched (a host without ip6table_nat keeps working for IPv4).
@@ -447,6 +548,7 @@ export class LinuxHostNetwork implements HostNetwork {
         }
       }
     }
+    return failures;
   }
 
   /**
