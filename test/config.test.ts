@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { configKeys, loadConfig, parseConfigText, suggest, type ConfigOptions } from '../src/core/config.js';
 import { VipcastError } from '../src/core/errors.js';
+import { parsePrefix } from '../src/core/values.js';
 import type { VipcastConfig } from '../src/core/config-types.js';
 
 // Compiled to dist/test/: fixtures, example and docs stay in the source tree.
@@ -56,6 +57,20 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     iptablesBinary: 'iptables-nft',
     removeVipOnWithdraw: true,
     checkWorkers: 4,
+    prefixPolicy: {
+      allowedPrefixes: ['198.18.100.0/24', '198.18.101.0/24', '2001:db8:100::/48'].map((p) => parsePrefix(p, 'p')),
+      registrationAllowedPrefixes: [parsePrefix('198.18.100.0/25', 'p')],
+      minLengthV4: 28,
+      minLengthV6: 64,
+      allowedCommunities: [
+        { type: 'standard', parts: [65001, undefined], text: '65001:*' },
+        { type: 'standard', parts: [65535, 65281], text: 'no-export' },
+        { type: 'large', parts: [65001, 2, undefined], text: '65001:2:*' },
+      ],
+      peers: ['198.18.0.1', '198.18.1.1', '2001:db8::1'],
+      defaultGatewayPeer: false,
+      localIp: '198.18.0.2',
+    },
     pidFile: path.join(root, 'test/fixtures/configs/run/vipcast.pid'),
     stateFile: path.join(root, 'test/fixtures/configs/run/host-state.json'),
     shutdownDrainMs: 2500,
@@ -115,6 +130,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     iptablesBinary: 'iptables',
     removeVipOnWithdraw: false,
     checkWorkers: 2,
+    prefixPolicy: { allowedPrefixes: [], registrationAllowedPrefixes: [], minLengthV4: 24, minLengthV6: 48, peers: [], defaultGatewayPeer: false },
     pidFile: '',
     stateFile: '/run/vipcast/host-state.json',
     shutdownDrainMs: 0,
@@ -322,7 +338,7 @@ const BAD: Bad[] = [
   { yaml: 'apps: [{ name: a, vip: "2001:db8::1/64" }]', path: 'apps[0].vip', message: 'has host bits set (did you mean 2001:db8::/64?)' },
   { yaml: 'apps: [{ name: a, vip: [] }]', path: 'apps[0].vip', message: 'is an empty list' },
   { yaml: 'apps: [{ name: a, vip: [198.18.0.1/32, 198.18.0.2/32, 198.18.0.1/32] }]', path: 'apps[0].vip[2]', message: '198.18.0.1/32 is listed twice' },
-  { yaml: 'apps: [{ name: a, vip: 0.0.0.0/0 }]', path: 'apps[0].vip', message: 'would announce a default route' },
+  { yaml: 'apps: [{ name: a, vip: 0.0.0.0/0 }]', path: 'apps[0].vip', message: '0.0.0.0/0 is refused: a default route is never announced' },
   { yaml: 'apps: [{ name: a, vip: 198.18.0.1/32 }, { name: a, vip: 198.18.0.2/32 }]', path: 'apps[1].name', message: '"a" is already the name of apps[0]' },
   { yaml: 'apps: [{ name: a, vip: 198.18.0.1/32 }, { name: b, vip: [198.18.0.2/32, 198.18.0.1/32] }]', path: 'apps[1].vip[1]', message: '198.18.0.1/32 is already the VIP of app "a" (apps[0].vip)' },
   { yaml: `apps: [{ ${APP}, monitors: "port:tcp:80" }]`, path: 'apps[0].monitors', message: 'is not a list' },
@@ -340,6 +356,22 @@ const BAD: Bad[] = [
   { yaml: `apps: [{ ${APP}, fall: 1.5 }]`, path: 'apps[0].fall', message: '1.5 is not an integer in 1..100' },
   { yaml: `apps: [{ ${APP}, monitor_interval: 1ms }]`, path: 'apps[0].monitor_interval', message: 'is too short (minimum 50ms)' },
   { yaml: `apps: [{ ${APP}, monitor_interval: 1s, check_timeout: 2s }]`, path: 'apps[0].check_timeout', message: "2s is longer than the app's monitor_interval 1s" },
+  // the prefix policy (invariant 9)
+  { yaml: 'apps: [{ name: a, vip: "::/0" }]', path: 'apps[0].vip', message: '::/0 is refused: a default route is never announced' },
+  { yaml: 'apps: [{ name: a, vip: 127.0.0.1/32 }]', path: 'apps[0].vip', message: '127.0.0.1/32 is refused: loopback addresses (127.0.0.0/8) are never announced' },
+  { yaml: 'apps: [{ name: a, vip: [198.18.0.10/32, 0.0.0.0/1] }]', path: 'apps[0].vip[1]', message: '0.0.0.0/1 is refused: it is shorter than /24 (agent.min_prefix_length_v4)' },
+  { yaml: 'bgp: { peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }\napps: [{ name: a, vip: 198.18.0.1/32 }]', path: 'apps[0].vip', message: '198.18.0.1/32 is refused: it is the address of BGP peer 198.18.0.1' },
+  { yaml: 'bgp: { peer_ip: 198.18.0.1, peer_as: 65000 }\napps: [{ name: a, vip: 198.18.0.0/24 }]', path: 'apps[0].vip', message: '198.18.0.0/24 is refused: it contains the address of BGP peer 198.18.0.1' },
+  { yaml: 'bgp: { local_ip: 198.18.0.9 }\napps: [{ name: a, vip: 198.18.0.9/32 }]', path: 'apps[0].vip', message: 'it is bgp.local_ip 198.18.0.9 (the router id and next hop of every route)' },
+  { yaml: 'agent: { allowed_prefixes: [198.18.0.0/15] }\napps: [{ name: a, vip: 198.18.0.10/32 }, { name: b, vip: 203.0.113.0/24 }]', path: 'apps[1].vip', message: '203.0.113.0/24 is refused: it is not inside agent.allowed_prefixes (198.18.0.0/15)' },
+  { yaml: 'apps: [{ name: a, vip: 198.18.7.7/32 }]', path: 'apps[0].vip', message: 'it is 198.18.7.7, an address of this host (interface eth9)', opts: { routingPlugin: 'dry-run', hostAddresses: { interfaces: [{ name: 'eth9', address: '198.18.7.7' }], gateways: [] } } },
+  { yaml: 'bgp: { peer_as: 65000 }\napps: [{ name: a, vip: 198.18.6.1/32 }]', path: 'apps[0].vip', message: 'it is 198.18.6.1, the default gateway, which is a BGP peer', opts: { routingPlugin: 'dry-run', hostAddresses: { interfaces: [], gateways: ['198.18.6.1'] } } },
+  { yaml: 'agent: { allowed_prefixes: [10.0.0.1/8] }', path: 'agent.allowed_prefixes[0]', message: 'has host bits set (did you mean 10.0.0.0/8?)' },
+  { yaml: 'agent: { allowed_prefixes: 198.18.0.0/15 }', path: 'agent.allowed_prefixes', message: 'is not a list' },
+  { yaml: 'agent: { registration_allowed_prefixes: ["2001:db8::/129"] }', path: 'agent.registration_allowed_prefixes[0]', message: 'is not a prefix' },
+  { yaml: 'agent: { min_prefix_length_v4: 33 }', path: 'agent.min_prefix_length_v4', message: 'is not an integer in 1..32' },
+  { yaml: 'agent: { min_prefix_length_v6: 0 }', path: 'agent.min_prefix_length_v6', message: 'is not an integer in 1..128' },
+  { yaml: 'agent: { allowed_communities: ["65001:x"] }', path: 'agent.allowed_communities[0]', message: 'is not a community pattern' },
 ];
 
 t.test(`${BAD.length} malformed configs, each refused with its key path and message`, async (t) => {
@@ -351,6 +383,15 @@ t.test(`${BAD.length} malformed configs, each refused with its key path and mess
     t.ok(hit, `${bad.path}: ${String(bad.message)}`, { details: err.details, yaml: bad.yaml });
     t.match(err.message, /^\d+ problems? in test\.yaml$/);
   }
+});
+
+t.test('prefix policy: a prefix shorter than the minimum passes only when agent.allowed_prefixes lists it exactly; the file\'s communities are trusted', async (t) => {
+  const yaml = (vip: string): string => `agent: { allowed_prefixes: [198.18.0.0/15, 198.18.64.0/20] }\napps: [{ name: a, vip: ${vip}, vip_config: { bgp_communities: [blackhole, no-export] } }]`;
+  const config = parse(yaml('198.18.64.0/20'));
+  t.same(config.apps[0]!.vips.map((v) => v.text), ['198.18.64.0/20']);
+  t.same(config.apps[0]!.communities.map((c) => c.text), ['65535:666', '65535:65281'], 'well-known communities from the config file are the operator\'s');
+  t.match(failure(yaml('198.18.80.0/20')).details, ['apps[0].vip: 198.18.80.0/20 is refused: it is shorter than /24 (agent.min_prefix_length_v4); to announce it, list exactly this prefix in agent.allowed_prefixes']);
+  t.same(parse('agent: { min_prefix_length_v4: 16 }\napps: [{ name: a, vip: 198.18.0.0/16 }]').apps[0]!.vips.map((v) => v.text), ['198.18.0.0/16'], 'a lowered minimum');
 });
 
 t.test('a config with several problems lists them all, in order', async (t) => {

@@ -6,6 +6,7 @@
 import convict from 'convict';
 import { VipcastError, valueError } from './errors.js';
 import { parseAddress, parseAsn, parseCommunity, parseDuration, parseOrigin, parsePort } from './values.js';
+import { DEFAULT_MIN_PREFIX_LENGTH_V4, DEFAULT_MIN_PREFIX_LENGTH_V6, parseAllowedPrefix, parseCommunityPattern } from './prefix-policy.js';
 
 /** Longest duration a Node timer can hold (~24.8 days); a longer one would fire at once. */
 export const MAX_DURATION_MS = 2_147_483_647;
@@ -269,6 +270,20 @@ export const SCHEMA: Tree = {
     },
     remove_vip_on_withdraw: { doc: 'remove address and NAT rules right after the withdraw', default: false, parse: boolean },
     check_workers: { doc: 'worker threads running checks', default: 2, parse: integer(1, 64) },
+    // The prefix policy (prefix-policy.ts): what any source may announce.
+    allowed_prefixes: { doc: 'VIPs of every source must lie inside one of these prefixes; [] = no allowlist', default: [], parse: listOf(parseAllowedPrefix, '["198.18.0.0/15"]') },
+    registration_allowed_prefixes: {
+      doc: 'VIPs from HTTP, Consul and plugins must also lie inside one of these; [] = no extra limit',
+      default: [],
+      parse: listOf(parseAllowedPrefix, '["198.18.100.0/24"]'),
+    },
+    min_prefix_length_v4: { doc: 'shortest IPv4 VIP announced unless agent.allowed_prefixes lists it exactly', default: DEFAULT_MIN_PREFIX_LENGTH_V4, parse: integer(1, 32) },
+    min_prefix_length_v6: { doc: 'shortest IPv6 VIP announced unless agent.allowed_prefixes lists it exactly', default: DEFAULT_MIN_PREFIX_LENGTH_V6, parse: integer(1, 128) },
+    allowed_communities: {
+      doc: 'communities HTTP, Consul and plugins may set ("65001:*"); unset = any but the well-known and reserved ones',
+      default: undefined,
+      parse: listOf(parseCommunityPattern, '["65001:*"]'),
+    },
     pid_file: { doc: 'file `vipcast run` writes its pid to; "" = none', default: '', parse: pidFile },
     state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: DEFAULT_STATE_FILE, parse: pidFile },
     shutdown_drain: {

@@ -1,6 +1,7 @@
 /** The validated, typed configuration: what `loadConfig` returns after every check passed. */
 import type { AppSpec, Community, Origin, PeerSpec } from '../plugin-api.js';
 import type { MonitorRegistry } from './monitor-registry.js';
+import type { PrefixPolicy } from './prefix-policy.js';
 
 export interface AgentConfig {
   /** HTTP API listen address, gocast form `[host]:port` (":8080"). Empty string disables the API. */
@@ -23,6 +24,12 @@ export interface AgentConfig {
   readonly removeVipOnWithdraw: boolean;
   /** Size of the check worker pool. */
   readonly checkWorkers: number;
+  /**
+   * What may be announced (agent.allowed_prefixes, registration_allowed_prefixes, min_prefix_length_v4/v6,
+   * allowed_communities, plus the BGP peers' addresses and bgp.local_ip): see prefix-policy.ts. Unset (an agent built
+   * in code) = DEFAULT_POLICY, the fixed rules only.
+   */
+  readonly prefixPolicy?: PrefixPolicy;
   /** Where `vipcast run` writes its pid ('' = none); `vipcast reload` signals it. */
   readonly pidFile: string;
   /** Where the host network records the addresses vipcast added, so a restart after a crash knows them. */

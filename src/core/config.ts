@@ -22,6 +22,8 @@ import {
 
 export { configKeys, suggest } from './config-schema.js';
 import { parseAppName, parseAsn, parseNat, parsePrefix } from './values.js';
+import { DEFAULT_POLICY, checkVip, vipRefusal, type CommunityPattern, type HostAddresses, type PrefixPolicy } from './prefix-policy.js';
+import { readHostAddresses } from './host-addresses.js';
 
 export interface ConfigOptions {
   /** Monitor plugins that `apps[].monitors` may name (default: the built-in ones). */
@@ -30,6 +32,8 @@ export interface ConfigOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Force `routing.plugin` (the CLI's --dry-run) before the checks that depend on it run. */
   readonly routingPlugin?: RoutingConfig['plugin'];
+  /** The host's own addresses for the prefix policy (default: read from this host's interfaces). */
+  readonly hostAddresses?: HostAddresses;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -111,6 +115,9 @@ interface AppContext {
   readonly problems: Problems;
   /** For the `consul` monitor. */
   readonly consul: ConsulSettings;
+  /** Every VIP passes it (invariant 9), with the host's addresses read once per load. */
+  readonly policy: PrefixPolicy;
+  readonly host: HostAddresses;
 }
 
 /** Parse one app. `vips` is returned even when other keys are bad, so VIP clashes between apps are still found. */
@@ -129,7 +136,8 @@ function parseApp(raw: Record<string, unknown>, path: string, ctx: AppContext): 
     for (const [v, p] of items) {
       const prefix = problems.try(p, () => parsePrefix(v, p));
       if (!prefix) continue;
-      if (prefix.length === 0) problems.add(p, `"${prefix.text}" would announce a default route`);
+      const refused = checkVip(prefix, ctx.policy, { source: 'config', host: ctx.host });
+      if (refused) problems.list.push(vipRefusal(p, prefix, refused));
       else if (vips.some((x) => x.value.text === prefix.text)) problems.add(p, `${prefix.text} is listed twice`);
       else vips.push({ value: prefix, path: p });
     }
@@ -304,15 +312,32 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const agent = buildAgent(get, baseDir, problems);
   const routing: RoutingConfig = Object.freeze({ plugin: get<RoutingConfig['plugin']>('routing.plugin'), gobgp: Object.freeze({ address: get<string>('routing.gobgp.address') }) });
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
+  const prefixPolicy = buildPrefixPolicy(get, bgp);
   const monitors = opts.monitors ?? new MonitorRegistry();
   const plugins = buildPlugins(top.plugins, problems);
-  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems, consul: consulSettings(agent, env) });
+  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems, consul: consulSettings(agent, env), policy: prefixPolicy, host: opts.hostAddresses ?? readHostAddresses() });
 
   if (problems.list.length) {
     const n = problems.list.length;
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${n} problem${n === 1 ? '' : 's'} in ${file || '(config)'}`, { details: problems.list });
   }
-  return Object.freeze({ file: absFile, agent, bgp, routing, apps, plugins, monitors, warnings: Object.freeze(problems.warnings) });
+  return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, plugins, monitors, warnings: Object.freeze(problems.warnings) });
+}
+
+/** The prefix policy of this config: the agent's policy keys plus the BGP peers' addresses and bgp.local_ip. */
+function buildPrefixPolicy(get: Get, bgp: BgpConfig): PrefixPolicy {
+  const peers = bgp.peers.map((p) => p.address).filter((a): a is string => a !== undefined).sort();
+  const communities = get<CommunityPattern[] | undefined>('agent.allowed_communities');
+  return Object.freeze({
+    allowedPrefixes: Object.freeze(get<Prefix[] | undefined>('agent.allowed_prefixes') ?? []),
+    registrationAllowedPrefixes: Object.freeze(get<Prefix[] | undefined>('agent.registration_allowed_prefixes') ?? []),
+    minLengthV4: get<number | undefined>('agent.min_prefix_length_v4') ?? DEFAULT_POLICY.minLengthV4,
+    minLengthV6: get<number | undefined>('agent.min_prefix_length_v6') ?? DEFAULT_POLICY.minLengthV6,
+    ...(communities === undefined ? {} : { allowedCommunities: Object.freeze(communities) }),
+    peers: Object.freeze(peers),
+    defaultGatewayPeer: bgp.peers.some((p) => p.address === undefined),
+    ...(bgp.localIp === undefined ? {} : { localIp: bgp.localIp }),
+  });
 }
 
 function buildPlugins(value: unknown, problems: Problems): readonly string[] {

@@ -40,7 +40,8 @@ export const RELOAD_SETTLE_MS = 100;
 export const CONSUL_FIRST_READ_HOLD_MS = 30_000;
 
 export class Daemon {
-  readonly registry = new AppRegistry();
+  /** The prefix policy of the config in force guards its door (invariant 9). */
+  readonly registry = new AppRegistry({ policy: () => this.generation?.config.agent.prefixPolicy });
   readonly startedAt = Date.now();
   readonly metrics = new Metrics();
   /** The outcome of the last reload, for /status. */
@@ -186,10 +187,19 @@ export class Daemon {
     return this.api?.listenAddr ?? '';
   }
 
-  /** HTTP-registered apps take the agent's defaults: a reload that changes them applies them to those apps too. */
+  /**
+   * HTTP-registered apps take the agent's defaults: a reload that changes them applies them to those apps too. An app
+   * the prefix policy in force no longer allows (a narrower agent.allowed_prefixes, a new peer) is removed.
+   */
   refreshRegisteredApps(agent: VipcastConfig['agent']): void {
     for (const app of this.registry.all()) {
       if (app.source !== 'http') continue;
+      const refused = this.registry.policyProblems(app);
+      if (refused.length > 0) {
+        this.log.error({ app: app.name, problems: refused }, `HTTP app removed: the prefix policy now refuses it: ${refused.join('; ')}`);
+        this.registry.remove(app.name);
+        continue;
+      }
       this.registry.upsert({ ...app, rise: agent.rise, fall: agent.fall, intervalMs: agent.monitorIntervalMs, timeoutMs: agent.checkTimeoutMs });
     }
   }

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   VIPCAST_ERR_HOST_PERMISSION: 'a host command was refused for lack of privileges (run as root or with CAP_NET_ADMIN)',
   VIPCAST_ERR_HOST_BINARY: 'a host command (ip, iptables-restore) is not installed',
   VIPCAST_ERR_REGISTRATION: 'an app registration (HTTP or Consul) was refused',
+  VIPCAST_ERR_PREFIX_POLICY: 'a VIP or community is not allowed by the prefix policy (a default route, loopback, a peer\'s address, outside agent.allowed_prefixes...)',
   VIPCAST_ERR_RELOAD: 'a reload failed; the previous config stays in force',
   VIPCAST_ERR_USAGE: 'the command line is wrong',
   VIPCAST_ERR_PID_FILE: 'the pid file (agent.pid_file or --pid-file) could not be written',

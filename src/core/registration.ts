@@ -1,12 +1,15 @@
 /**
  * Apps registered at run time (gocast's HTTP /register; Consul tags use the same builder): untrusted input, so
- * every field is validated here and monitors that run commands are refused.
+ * every field is validated here, every VIP and community passes the prefix policy (prefix-policy.ts, with
+ * agent.registration_allowed_prefixes on top of the config file's rules) and monitors that run commands are refused.
  */
 import type { AppSource, AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, Prefix } from '../plugin-api.js';
 import type { AgentConfig } from './config-types.js';
 import type { MonitorRegistry } from './monitor-registry.js';
 import { VipcastError } from './errors.js';
 import { parseAppName, parseCommunity, parseNat, parsePrefix } from './values.js';
+import { DEFAULT_POLICY, checkCommunity, checkVip, vipRefusal } from './prefix-policy.js';
+import { readHostAddresses } from './host-addresses.js';
 
 export interface RegistrationInput {
   name?: unknown;
@@ -40,9 +43,23 @@ export function appFromRegistration(input: RegistrationInput, source: AppSource,
   // gocast takes one vip; several may be given by repeating the parameter or with commas.
   const vipTexts = list(input.vip).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
   if (vipTexts.length === 0) problems.push('vip: missing (a prefix such as 198.18.0.10/32)');
-  const vips = vipTexts.map((v, i) => attempt(() => parsePrefix(v, vipTexts.length > 1 ? `vip[${i}]` : 'vip'))).filter((v): v is Prefix => v !== undefined);
+  // The prefix policy (invariant 9): the same rules as the config file's apps, plus the registration allowlist.
+  const policy = agent.prefixPolicy ?? DEFAULT_POLICY;
+  const host = readHostAddresses();
+  const vips = vipTexts.map((v, i) => attempt(() => {
+    const path = vipTexts.length > 1 ? `vip[${i}]` : 'vip';
+    const prefix = parsePrefix(v, path);
+    const refused = checkVip(prefix, policy, { source, host });
+    if (refused) throw new VipcastError('VIPCAST_ERR_PREFIX_POLICY', vipRefusal(path, prefix, refused));
+    return prefix;
+  })).filter((v): v is Prefix => v !== undefined);
   const commTexts = list(input.vip_communities).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
-  const communities = commTexts.map((c, i) => attempt(() => parseCommunity(c, `vip_communities[${i}]`))).filter((c): c is Community => c !== undefined);
+  const communities = commTexts.map((c, i) => attempt(() => {
+    const community = parseCommunity(c, `vip_communities[${i}]`);
+    const refused = checkCommunity(community, policy);
+    if (refused) throw new VipcastError('VIPCAST_ERR_PREFIX_POLICY', `vip_communities[${i}]: ${refused}`);
+    return community;
+  })).filter((c): c is Community => c !== undefined);
   const monitorSpecs = list(input.monitor).map((m, i) =>
     attempt(() => monitors.parse(String(m), { path: `monitor[${i}]`, baseDir: process.cwd(), trusted: false, ...(typeof input.name === 'string' ? { app: input.name } : {}), ...(consul ? { consul } : {}) })),
   ).filter((m): m is MonitorSpec => m !== undefined);

@@ -1,9 +1,22 @@
 /**
  * AppRegistry: every app vipcast knows, by name, with the source it came from (config file, HTTP registration,
  * Consul, plugins). A VIP belongs to one app only: a registration that would share one is refused.
+ *
+ * It is also the one door of the prefix policy (invariant 9): `upsert` and `replaceSource` are the only ways in, and
+ * both refuse an app whose VIPs (or, from a source other than the config file, communities) the policy in force
+ * does not allow, whatever built the app. The sources check first with their own key paths and parameter names.
  */
 import type { AppSource, AppSpec } from '../plugin-api.js';
 import { VipcastError } from './errors.js';
+import { DEFAULT_POLICY, appPolicyProblems, type HostAddresses, type PrefixPolicy } from './prefix-policy.js';
+import { readHostAddresses } from './host-addresses.js';
+
+export interface AppRegistryOptions {
+  /** The policy in force (the daemon's config); undefined = DEFAULT_POLICY. */
+  readonly policy?: () => PrefixPolicy | undefined;
+  /** The host's own addresses (default: read from the interfaces). */
+  readonly hostAddresses?: () => HostAddresses;
+}
 
 export type RegistryEvent =
   | { readonly type: 'added'; readonly app: AppSpec }
@@ -15,6 +28,14 @@ export class AppRegistry {
   /** VIP text -> name of the app that holds it: conflict checks stay O(VIPs of the app), not O(all apps). */
   private readonly vipOwner = new Map<string, string>();
   private readonly listeners: Array<(event: RegistryEvent) => void> = [];
+
+  constructor(private readonly opts: AppRegistryOptions = {}) {}
+
+  /** Why the prefix policy in force refuses `spec` (one message per VIP or community), or []. */
+  policyProblems(spec: AppSpec): string[] {
+    const host = this.opts.hostAddresses ? this.opts.hostAddresses() : readHostAddresses();
+    return appPolicyProblems(spec, this.opts.policy?.() ?? DEFAULT_POLICY, host);
+  }
 
   onChange(listener: (event: RegistryEvent) => void): void {
     this.listeners.push(listener);
@@ -42,8 +63,13 @@ export class AppRegistry {
     return undefined;
   }
 
-  /** Add or replace one app; refused (VIPCAST_ERR_REGISTRATION) on a name or VIP conflict. */
+  /**
+   * Add or replace one app; refused with VIPCAST_ERR_PREFIX_POLICY (details: one per VIP or community) when the
+   * prefix policy does not allow it, with VIPCAST_ERR_REGISTRATION on a name or VIP conflict.
+   */
   upsert(spec: AppSpec): void {
+    const refused = this.policyProblems(spec);
+    if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_PREFIX_POLICY', `app "${spec.name}": ${refused.join('; ')}`, { details: refused });
     const why = this.conflict(spec);
     if (why) throw new VipcastError('VIPCAST_ERR_REGISTRATION', why);
     this.put(spec);
@@ -60,7 +86,8 @@ export class AppRegistry {
 
   /**
    * Make the apps of `source` exactly `specs`: removed ones go first (freeing their VIPs), then changes and additions.
-   * Apps of other sources are untouched. Returns the per-app refusals (VIP taken by another source's app).
+   * Apps of other sources are untouched. Returns the per-app refusals (VIP taken by another source's app, or not
+   * allowed by the prefix policy), each `name: why`.
    */
   replaceSource(source: AppSource, specs: readonly AppSpec[]): string[] {
     const wanted = new Map(specs.map((s) => [s.name, s]));
@@ -71,6 +98,11 @@ export class AppRegistry {
     const ours = new Set(specs.map((s) => s.name).filter((n) => this.apps.get(n)?.source === source));
     const refused: string[] = [];
     for (const spec of specs) {
+      const refusedByPolicy = this.policyProblems(spec);
+      if (refusedByPolicy.length > 0) {
+        refused.push(`${spec.name}: ${refusedByPolicy.join('; ')}`);
+        continue;
+      }
       const why = this.conflict(spec, ours);
       if (why) {
         refused.push(`${spec.name}: ${why}`);

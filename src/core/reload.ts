@@ -55,6 +55,7 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   checkWorkers: 'live', // a new check pool; the old one closes once its checks have answered
   pidFile: 'live', // the file moves (unless --pid-file named it)
   shutdownDrainMs: 'live', // read at shutdown from the config in force
+  prefixPolicy: 'live', // read at every registration; HTTP and Consul apps that no longer pass are removed
   // The host network holds the addresses it added in memory and writes them to this file; a second file beside the
   // first would split that record (a crash would then leave addresses nobody cleans up).
   stateFile: 'restart',
@@ -107,11 +108,19 @@ export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
 
   const agent: Array<keyof AgentConfig> = [];
   for (const key of Object.keys(b.agent) as Array<keyof AgentConfig>) {
-    if (a.agent[key] !== b.agent[key]) agent.push(key);
+    // Lists and the prefix policy are fresh objects on every load: compare them by value.
+    if (a.agent[key] !== b.agent[key] && JSON.stringify(agentValue(a.agent, key)) !== JSON.stringify(agentValue(b.agent, key))) agent.push(key);
   }
   const routeAttributes = a.bgp.origin !== b.bgp.origin || a.bgp.communities.map((c) => c.text).join() !== b.bgp.communities.map((c) => c.text).join();
   const host = a.agent.iptablesBinary !== b.agent.iptablesBinary;
   return { speaker, peers, apps, agent, routeAttributes, host };
+}
+
+/** An agent setting as the diff compares it: the prefix policy without what it copies from bgp (a peer or speaker change). */
+function agentValue(agent: AgentConfig, key: keyof AgentConfig): unknown {
+  if (key !== 'prefixPolicy' || !agent.prefixPolicy) return agent[key];
+  const { peers: _peers, localIp: _localIp, defaultGatewayPeer: _gw, ...own } = agent.prefixPolicy;
+  return own;
 }
 
 /** `notApplied`: agent keys the reload leaves as they are, with why ("needs a restart"). */

@@ -62,7 +62,8 @@ function networkOf(bytes: number[], length: number): string {
   return ipaddr.fromByteArray(out).toString();
 }
 
-const WELL_KNOWN: Record<string, number> = {
+/** Well-known community names and their values (the prefix policy names them in refusals). */
+export const WELL_KNOWN_COMMUNITIES: Readonly<Record<string, number>> = {
   'graceful-shutdown': 0xffff0000, // RFC 8326, 65535:0
   'accept-own': 0xffff0001,
   'llgr-stale': 0xffff0006,
@@ -84,7 +85,8 @@ function u(text: string, max: number): number | undefined {
 export function parseCommunity(text: unknown, path: string): Community {
   if (typeof text !== 'string') throw valueError(path, `${JSON.stringify(text)} is not a community (want "a:b" or "a:b:c")`);
   const lower = text.trim().toLowerCase();
-  const known = WELL_KNOWN[lower];
+  // hasOwn: 'constructor' or '__proto__' are not community names.
+  const known = Object.hasOwn(WELL_KNOWN_COMMUNITIES, lower) ? WELL_KNOWN_COMMUNITIES[lower] : undefined;
   if (known !== undefined) return Object.freeze({ type: 'standard', value: known, text: `${Math.floor(known / 65536)}:${known % 65536}` });
   const parts = lower.split(':');
   if (parts.length === 2) {

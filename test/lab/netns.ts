@@ -80,13 +80,20 @@ export interface Lab {
 }
 
 /**
+ * Third octets of the lab's own addresses (198.18.S.1/.2, 2001:db8:<hex S>::1/::2): none that a test uses for VIPs
+ * (198.18.0-20, 99-126, 200-255; 2001:db8:10::, 12::, 100::, 202::), since the prefix policy refuses a VIP that is
+ * the node's or the peer's address.
+ */
+const LAB_SUBNETS = [...Array.from({ length: 78 }, (_, i) => 21 + i), ...Array.from({ length: 73 }, (_, i) => 127 + i)];
+
+/**
  * Create two namespaces `<prefix>a-N` / `<prefix>b-N` joined by veth, IPv4 198.18.<subnet>.1/.2 /24 and
  * IPv6 2001:db8:<subnet>::1/::2 /64, lo up in both. `subnet` keeps parallel labs apart (0..255).
  */
 export async function createLab(opts: { prefix?: string; subnet?: number } = {}): Promise<Lab> {
   const n = `${process.pid % 10000}${counter++}`;
   const prefix = opts.prefix ?? 'vc';
-  const subnet = opts.subnet ?? (Number(n) % 250) + 1;
+  const subnet = opts.subnet ?? LAB_SUBNETS[Number(n) % LAB_SUBNETS.length]!;
   const a = `${prefix}a${n}`;
   const b = `${prefix}b${n}`;
   const ifA = `va${n}`.slice(0, 15);

@@ -355,7 +355,8 @@ export class ConsulDiscovery implements Discovery {
         for (const d of details) {
           const colon = d.indexOf(':');
           const param = colon === -1 ? '' : d.slice(0, colon);
-          const tag = origin.get(param) ?? (param === 'name' ? `service name "${name}"` : undefined);
+          // Several VIPs in one gocast_vip tag are parameters vip[0], vip[1]...: all from that tag.
+          const tag = origin.get(param) ?? origin.get(param.replace(/\[\d+\]$/, '')) ?? (param === 'name' ? `service name "${name}"` : undefined);
           const where = tag ? (tag.startsWith('service name') ? tag : `tag "${tag}"`) : param;
           notes.push([`${name}|${d}`, { service: name, service_id: svc.ID, tag }, `Consul service "${name}" skipped: ${where}: ${colon === -1 ? d : d.slice(colon + 1).trim()}`]);
         }
