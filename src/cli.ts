@@ -115,6 +115,10 @@ async function validate(file: string): Promise<void> {
     const config = await loadConfig(resolve(file), { env: process.env });
     const vips = config.apps.reduce((n, a) => n + a.vips.length, 0);
     for (const w of config.warnings ?? []) process.stderr.write(`${file}: warning: ${w}\n`);
+    // NAT that can't work on this host (no local address of the VIP's family to DNAT to): a warning, as validate may
+    // run elsewhere than on the target host.
+    const { natWarnings } = await import('./core/host/nat-targets.js');
+    for (const w of await natWarnings(config)) process.stderr.write(`${file}: warning: ${w}\n`);
     process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}${config.plugins.length ? `, plugins ${config.plugins.join(' ')}` : ''}\n`);
   } catch (err) {
     printConfigError(file, err);

@@ -11,7 +11,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { labSkip, nsRun, waitFor } from './lab/netns.js';
 import { createStack, nsFetch, routeViaNode, type Stack } from './lab/stack.js';
-import { freePort } from './helpers/daemon.js';
+import { BIN, freePort } from './helpers/daemon.js';
+import { createLab } from './lab/netns.js';
 import { loAddrs, natRules, probe, startServer } from './lab/traffic.js';
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables', 'iptables-restore']);
@@ -107,4 +108,38 @@ apps:
   t.ok(await hasVip(s, '198.18.203.2'), 'the address that was already on lo stays');
   t.same(await vipRules(s), [], 'no vipcast chain left');
   t.ok(existsSync(join(s.dir, aside[0] ?? 'none')), 'the corrupt copy stays for the operator');
+});
+
+t.test('vipcast validate warns (exit 0) about an app whose NAT can\'t work on this host, naming apps[i].nats; not about the others', { skip: labSkip([]) }, async (t) => {
+  const lab = await createLab({ prefix: 'vv' });
+  t.teardown(() => lab.destroy());
+  const dir = t.testdir({
+    'vipcast.yaml': `bgp:
+  local_as: 65001
+  local_ip: ${lab.ipA}
+  peers:
+    - { peer_ip: ${lab.ipB}, peer_as: 65000 }
+apps:
+  - { name: dns4, vip: 198.18.204.53/32, nats: ["tcp:53:8053"] }
+  - { name: dns6, vip: "2001:db8:204::53/128", nats: ["tcp:53:8053"] }
+  - { name: plain6, vip: "2001:db8:204::54/128" }
+`,
+  });
+  // Inside the namespace: IPv6 on the veth, but no IPv6 peer and no IPv6 default route (no NAT target for IPv6).
+  const { execFile } = await import('node:child_process');
+  const validate = () => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    execFile('ip', ['netns', 'exec', lab.a, 'env', '-u', 'NODE_OPTIONS', process.execPath, BIN, 'validate', '-c', join(dir, 'vipcast.yaml')], (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
+  });
+  const res = await validate();
+  t.equal(res.code, 0, 'a warning, not an error: exit 0');
+  t.match(res.stdout, /OK: 3 apps/);
+  const warnings = res.stderr.split('\n').filter((l) => l.includes('warning:'));
+  t.equal(warnings.length, 1, `one warning (${res.stderr})`);
+  t.match(warnings[0], /apps\[1\]\.nats: app "dns6" has NAT rules for ipv6 VIP 2001:db8:204::53\/128, but this host has no local ipv6 address to DNAT to/, 'names the setting, the app and the reason');
+  t.match(warnings[0], /the target host may differ/, 'says it is about this host');
+  // With an IPv6 default route the same config validates without a warning.
+  await nsRun(lab.a, 'ip', ['-6', 'route', 'add', 'default', 'via', lab.ip6B]);
+  const again = await validate();
+  t.equal(again.code, 0);
+  t.notMatch(again.stderr, /warning: apps\[/, `no NAT warning once the host has an IPv6 address facing a gateway (${again.stderr})`);
 });

@@ -10,8 +10,8 @@ import type { VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { TOKENS } from './tokens.js';
 import { createRouter } from '../plugins/routing/index.js';
-import { createHostNetwork, type LocalAddresses } from './host/index.js';
-import { localIpFor, resolveDefaultGateway } from '../plugins/routing/gobgp/net.js';
+import { createHostNetwork } from './host/index.js';
+import { discoverLocalAddresses } from './host/nat-targets.js';
 
 export interface Generation {
   readonly container: DependencyContainer;
@@ -54,25 +54,4 @@ export async function closeGeneration(gen: Generation, report: (what: string, p:
 /** Withdraw everything a speaker holds (a speaker restart or replacement on reload); best effort. */
 export async function withdrawAll(router: Router, reason: string): Promise<void> {
   for (const r of await router.listRoutes().catch(() => [])) await router.withdraw(r, reason).catch(() => undefined);
-}
-
-/**
- * NAT targets when bgp.local_ip is unset: the address facing the first peer of each family, or facing the default
- * gateway (gocast's discovery). Found once per generation; a failure leaves that family without a NAT target, which
- * the host network reports on the first NAT rule that needs it.
- */
-async function discoverLocalAddresses(config: VipcastConfig, log: Logger): Promise<LocalAddresses> {
-  const found: { v4?: string; v6?: string } = {};
-  for (const family of ['ipv4', 'ipv6'] as const) {
-    if (config.bgp.localIp && config.bgp.localIp.includes(':') === (family === 'ipv6')) continue;
-    const peer = config.bgp.peers.find((p) => p.address !== undefined && p.address.includes(':') === (family === 'ipv6'))?.address;
-    try {
-      const addr = await localIpFor(peer ?? (await resolveDefaultGateway(family)));
-      if (family === 'ipv4') found.v4 = addr;
-      else found.v6 = addr;
-    } catch (err) {
-      log.debug({ err, family }, 'no local address found for NAT rules of this family');
-    }
-  }
-  return { v4: () => found.v4, v6: () => found.v6 };
 }

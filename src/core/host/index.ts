@@ -5,11 +5,8 @@ import type { Logger } from '../logger.js';
 import { LoggingHostNetwork } from './dry-run.js';
 import { LinuxHostNetwork } from './linux.js';
 
-/** The NAT targets: bgp.local_ip when set, else what the router found facing the peer (gocast's discovery). */
-export interface LocalAddresses {
-  v4(): string | undefined;
-  v6(): string | undefined;
-}
+import type { LocalAddresses } from './nat-targets.js';
+export type { LocalAddresses } from './nat-targets.js';
 
 export function createHostNetwork(config: VipcastConfig, dryRun: boolean, log: Logger, local?: LocalAddresses): HostNetwork {
   const localIp = () => (config.bgp.localIp && !config.bgp.localIp.includes(':') ? config.bgp.localIp : local?.v4());
