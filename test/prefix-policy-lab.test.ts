@@ -31,8 +31,9 @@ t.test('issue 9 attacks over HTTP at a real BIRD: all 400 with the rule; nothing
     [`vip=198.18.${s.lab.ipA.split('.')[2]}.0/24`, /it contains the address of BGP peer/],
     [`vip=${s.lab.ip6A}/128`, /an address of this host \(interface /],
   ];
-  for (const [query, reason] of attacks) {
-    const r = await nsFetch(s.node, `${api}/register?name=x&${query}&nat=tcp:81:8081`);
+  // Each attack under its own name: on the old code each stayed registered (and announced) next to the others.
+  for (const [i, [query, reason]] of attacks.entries()) {
+    const r = await nsFetch(s.node, `${api}/register?name=x${i}&${query}&nat=tcp:81:8081`);
     t.equal(r.status, 400, `${query}: 400`);
     t.match(r.body, reason, `${query}: says why`);
   }

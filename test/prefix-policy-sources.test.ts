@@ -53,8 +53,8 @@ apps:
     ['vip=2001:db8::1/128', /it is the address of BGP peer 2001:db8::1/],
     ['vip=198.18.0.2/32', /it is bgp\.local_ip 198\.18\.0\.2/],
   ];
-  for (const [query, reason] of attacks) {
-    const r = await get(`/register?name=x&${query}`);
+  for (const [i, [query, reason]] of attacks.entries()) {
+    const r = await get(`/register?name=x${i}&${query}`);
     t.equal(r.status, 400, `${query}: 400`);
     t.match(r.body, reason, `${query}: the reason names the rule`);
   }
