@@ -16,8 +16,10 @@
  * worker back into one per thread.)
  *
  * Processes. Every process group a check creates is registered in a table shared with the workers (process-groups.ts)
- * before its command may run. `stopCommands()` (first thing at shutdown, and on process exit) closes the table and
- * kills every group in it, synchronously; afterwards no command starts, and answers are held until `close()`.
+ * before its command may run, and put into a cgroup of its own below the pool's (check-cgroups.ts; where cgroups are
+ * not writable, the process group is all there is, and the pool logs so at start). `stopCommands()` (first thing at
+ * shutdown, and on process exit) closes the table, kills every group in it and the pool's whole cgroup (also what a
+ * command detached with setsid), synchronously; afterwards no command starts, and answers are held until `close()`.
  *
  * Backstop. The worker enforces each check's timeout itself, which works as long as its event loop turns. A check that
  * blocks its thread synchronously stops that, so the main thread watches too: every worker posts a heartbeat every
@@ -39,6 +41,7 @@ import type { CheckResult, MonitorSpec } from '../plugin-api.js';
 import { silentLogger, type Logger } from './logger.js';
 import { EXPIRED_REASON, isWorkerEvent, type CheckTask, type CheckWorkerData, type WorkerEvent, type WorkerResult } from './check-worker.js';
 import { closeTable, createGroupTable, reapOwner, registeredGroups } from './process-groups.js';
+import { checkCgroupDir, createPoolCgroup, killCgroup, removeCgroup, removeChecksBaseIfEmpty, type Containment } from './check-cgroups.js';
 
 /** Why a check was answered down without running. */
 export type OverloadReason = 'deadline' | 'queue_full';
@@ -73,6 +76,11 @@ export interface CheckPoolOptions {
   log?: Logger;
   /** Overload counters and the queue-length gauge. */
   metrics?: CheckPoolMetrics;
+  /**
+   * false: hold checks' processes by process group only, even where cgroups could be made (tests of the fallback).
+   * By default each check gets a cgroup when vipcast may make them (see check-cgroups.ts).
+   */
+  cgroups?: boolean;
 }
 
 export type TimedCheckResult = CheckResult & { readonly durationMs: number };
@@ -163,6 +171,9 @@ export class CheckPool {
   private readonly maxQueue: number;
   /** Process groups of checks, shared with every worker (process-groups.ts). */
   private readonly groups: Int32Array;
+  /** Where the processes of this pool's checks are held: the pool's cgroup, or their process groups only. */
+  readonly containment: Containment;
+  private cgroupErrorLogged = false;
   private readonly inFlight = new Map<number, InFlight>();
   private queue: Queued[] = [];
   /** Tasks handed to piscina whose promise has not settled (their slot is still taken). */
@@ -195,7 +206,16 @@ export class CheckPool {
     this.maxQueue = Math.max(0, Math.floor(opts.maxQueue ?? 4 * this.capacity));
     // Room for two groups per slot, and for the slots of a worker that died but is not reaped yet.
     this.groups = createGroupTable(Math.max(256, 2 * this.capacity));
-    const workerData: CheckWorkerData = { vipcastGroups: this.groups };
+    this.containment = opts.cgroups === false ? { mode: 'process-group', reason: 'cgroups turned off for this pool' } : createPoolCgroup();
+    if (this.containment.mode === 'cgroup') {
+      this.log.info({ cgroup: this.containment.dir }, 'exec checks are contained in a cgroup each, killed as a whole (also what they detach with setsid)');
+    } else {
+      this.log.warn({ reason: this.containment.reason }, 'cgroups not writable: exec checks are killed by process group; a check that calls setsid can escape');
+    }
+    const workerData: CheckWorkerData = {
+      vipcastGroups: this.groups,
+      ...(this.containment.mode === 'cgroup' ? { vipcastCgroup: this.containment.dir } : {}),
+    };
     this.pool = new Piscina<CheckTask, WorkerResult>({
       filename: new URL('./check-worker.js', import.meta.url).href,
       minThreads: workers,
@@ -277,6 +297,9 @@ export class CheckPool {
     }
     // Every time, not only the first: a check of a worker that was busy forking may have registered since.
     closeTable(this.groups);
+    // After the table is closed: a check that moved its process into its cgroup after this kill sees `closing` and
+    // never releases its command (check-worker.ts).
+    if (this.containment.mode === 'cgroup') killCgroup(this.containment.dir);
   }
 
   /** Stop every worker (checks still running answer "pool closed") and kill their process groups. Safe to call twice. */
@@ -293,6 +316,11 @@ export class CheckPool {
       for (const threadId of this.deadThreads) this.reap(threadId);
       closeTable(this.groups);
       livePools.delete(this);
+      if (this.containment.mode === 'cgroup') {
+        // Killed and empty within moments; the daemon bounds close() at 1 s, and the next start removes what is left.
+        if (!(await removeCgroup(this.containment.dir, 500))) this.log.warn({ cgroup: this.containment.dir }, 'check cgroup not removed: still exiting');
+        if (livePools.size === 0) removeChecksBaseIfEmpty();
+      }
     })();
     return this.closing;
   }
@@ -409,6 +437,12 @@ export class CheckPool {
         }
         return;
       }
+      case 'cgroup-error':
+        if (!this.cgroupErrorLogged) {
+          this.cgroupErrorLogged = true;
+          this.log.warn({ threadId, error: event.error }, 'a check could not be put into its cgroup: it is held by its process group only');
+        }
+        return;
       case 'check-crash': {
         const entry = this.inFlight.get(event.id);
         if (entry !== undefined) entry.crashed = event.error;
@@ -499,7 +533,9 @@ export class CheckPool {
   private reap(threadId: number): void {
     this.deadThreads.add(threadId);
     this.workers.delete(threadId);
-    for (const pgid of reapOwner(this.groups, threadId)) {
+    const poolCgroup = this.containment.mode === 'cgroup' ? this.containment.dir : undefined;
+    const alsoKill = poolCgroup === undefined ? undefined : (pgid: number): void => void removeCgroup(checkCgroupDir(poolCgroup, pgid), 5000);
+    for (const pgid of reapOwner(this.groups, threadId, alsoKill)) {
       this.counters.reapedProcessGroups++;
       this.log.warn({ pgid, threadId }, 'killed the process group of a check whose worker died');
     }

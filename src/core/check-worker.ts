@@ -15,7 +15,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { isMainThread, parentPort, threadId, workerData } from 'node:worker_threads';
 import type { CheckContext, CheckFunction, CheckResult } from '../plugin-api.js';
-import { registerGroup, unregisterGroup } from './process-groups.js';
+import { killGroup, registerGroup, tableClosing, unregisterGroup } from './process-groups.js';
+import { checkCgroupDir, killCgroup, placeInCgroup, removeCgroup } from './check-cgroups.js';
 
 /** What the pool sends for one check. */
 export interface CheckTask {
@@ -50,6 +51,8 @@ export type WorkerResult = CheckResult & {
 export interface CheckWorkerData {
   /** The pool's process-group table (process-groups.ts). */
   readonly vipcastGroups: Int32Array;
+  /** The pool's cgroup (check-cgroups.ts): each check's processes go into a cgroup below it. Absent: none. */
+  readonly vipcastCgroup?: string;
 }
 
 /** Reason of a check answered down because it could not start before its deadline. */
@@ -66,7 +69,9 @@ export type WorkerEvent =
   | { readonly [WORKER_EVENT]: 'alive'; readonly threadId: number }
   | { readonly [WORKER_EVENT]: 'check-start'; readonly id: number; readonly threadId: number }
   /** An exception thrown from the task's own callbacks escaped and is ending the worker. */
-  | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string };
+  | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string }
+  /** A check's process could not be put into its cgroup (it is held by its process group only). Sent once per worker. */
+  | { readonly [WORKER_EVENT]: 'cgroup-error'; readonly threadId: number; readonly error: string };
 
 export function isWorkerEvent(message: unknown): message is WorkerEvent {
   return typeof message === 'object' && message !== null && WORKER_EVENT in message;
@@ -82,11 +87,26 @@ export interface TrackedGroup {
   readonly allowed: boolean;
   readonly refusal?: string;
   readonly late?: boolean;
-  /** Forget the group; call once it is dead. */
+  /**
+   * SIGKILL the group and, where the pool has cgroups, everything in the check's cgroup: what the command started
+   * and moved out of the group with setsid too. Call at the timeout, on a refusal and when the check ends.
+   */
+  kill(): void;
+  /** Forget the group (and remove the check's cgroup once empty); call after `kill()`. */
   untrack(): void;
 }
 
-const groups: Int32Array | undefined = (workerData as Partial<CheckWorkerData> | null | undefined)?.vipcastGroups;
+const data = workerData as Partial<CheckWorkerData> | null | undefined;
+const groups: Int32Array | undefined = data?.vipcastGroups;
+const cgroup: string | undefined = data?.vipcastCgroup;
+let cgroupErrorSent = false;
+
+function reportCgroupError(err: unknown): void {
+  if (cgroupErrorSent || parentPort === null) return;
+  cgroupErrorSent = true;
+  const event: WorkerEvent = { [WORKER_EVENT]: 'cgroup-error', threadId, error: describeError(err) };
+  parentPort.postMessage(event);
+}
 
 /**
  * Register a process group that a check has just created, BEFORE anything in it runs (start it stopped or gated, as
@@ -94,21 +114,41 @@ const groups: Int32Array | undefined = (workerData as Partial<CheckWorkerData> |
  * stopping, the answer is `allowed: false`. Outside a pool's worker it allows everything and tracks nothing.
  */
 export function trackProcessGroup(pgid: number): TrackedGroup {
+  const kill = (): void => void killGroup(pgid);
   const deadline = currentTask.getStore()?.deadline;
-  if (deadline !== undefined && Date.now() >= deadline) return { allowed: false, late: true, refusal: 'not run: its time was up', untrack: () => {} };
-  if (groups === undefined) return { allowed: true, untrack: () => {} };
+  if (deadline !== undefined && Date.now() >= deadline) return { allowed: false, late: true, refusal: 'not run: its time was up', kill, untrack: () => {} };
+  if (groups === undefined) return { allowed: true, kill, untrack: () => {} };
   const table = groups;
   const slot = registerGroup(table, threadId, pgid);
-  if (slot === 'closing') return { allowed: false, refusal: 'not run: vipcast is stopping', untrack: () => {} };
-  if (slot === 'full') return { allowed: false, refusal: 'not run: too many check processes at once', untrack: () => {} };
-  let done = false;
-  return {
-    allowed: true,
-    untrack: () => {
-      if (!done) unregisterGroup(table, slot, pgid);
-      done = true;
-    },
+  if (slot === 'closing') return { allowed: false, refusal: 'not run: vipcast is stopping', kill, untrack: () => {} };
+  if (slot === 'full') return { allowed: false, refusal: 'not run: too many check processes at once', kill, untrack: () => {} };
+  // Into the check's cgroup before anything runs in the group (the leader waits at a gate): whatever it forks stays
+  // there, setsid or not. A failure leaves the check held by its process group only (reported to the pool).
+  let dir: string | undefined;
+  if (cgroup !== undefined) {
+    try {
+      placeInCgroup(checkCgroupDir(cgroup, pgid), pgid);
+      dir = checkCgroupDir(cgroup, pgid);
+    } catch (err) {
+      reportCgroupError(err);
+    }
+  }
+  const killAll = (): void => {
+    killGroup(pgid);
+    if (dir !== undefined) killCgroup(dir);
   };
+  let done = false;
+  const untrack = (): void => {
+    if (done) return;
+    done = true;
+    unregisterGroup(table, slot, pgid);
+    if (dir !== undefined) void removeCgroup(dir, 5000);
+  };
+  // The pool may have started to stop while the process was being moved: its kill of the pool's cgroup may have come
+  // before the move. Read `closing` again after it (the pool sets it before that kill), so the command never runs
+  // outside what the pool kills.
+  if (tableClosing(table)) return { allowed: false, refusal: 'not run: vipcast is stopping', kill: killAll, untrack };
+  return { allowed: true, kill: killAll, untrack };
 }
 
 /** After the signal fires, how long a check gets to return its own (more informative) failure reason. */

@@ -83,14 +83,19 @@ export function closeTable(table: Int32Array): number[] {
   return killed;
 }
 
-/** Main thread: kill and free every group of a thread that is gone (it cannot do it any more). Returns the pgids killed. */
-export function reapOwner(table: Int32Array, owner: number): number[] {
+/**
+ * Main thread: kill and free every group of a thread that is gone (it cannot do it any more). `alsoKill` is called
+ * with every registered pgid, even one whose group is already empty (a process that left it may live on: see
+ * check-cgroups.ts). Returns the pgids killed.
+ */
+export function reapOwner(table: Int32Array, owner: number, alsoKill?: (pgid: number) => void): number[] {
   const killed: number[] = [];
   for (let slot = 0; slot < slotCount(table); slot++) {
     const at = HEADER + 2 * slot;
     if (Atomics.load(table, at + OWNER) !== owner) continue;
     const pgid = Atomics.load(table, at + PGID);
     if (pgid !== 0 && killGroup(pgid)) killed.push(pgid);
+    if (pgid !== 0) alsoKill?.(pgid);
     Atomics.store(table, at + PGID, 0);
     Atomics.store(table, at + OWNER, 0);
   }

@@ -1,9 +1,11 @@
 /**
  * `exec` check (runs inside a check-pool worker): `bash -c COMMAND`, exit 0 = up. The command gets its own process
- * group; at the timeout the whole group is killed with SIGKILL, so a `sleep 60` it started does not outlive the check.
- * Once bash has exited, whatever it left running in its group is killed too: a health check leaves nothing behind
- * (a daemon that detaches with setsid has left the group and is not touched). The reason is the exit status plus the
- * last lines of combined stdout and stderr.
+ * group and, where the pool has cgroups (check-cgroups.ts), a cgroup of its own; at the timeout the group and the
+ * cgroup are killed with SIGKILL, so a `sleep 60` it started does not outlive the check. Once bash has exited,
+ * whatever it left running is killed too: a health check leaves nothing behind. A daemon that detaches with setsid
+ * leaves the process group but not the cgroup, so it is killed as well; where there are no cgroups it escapes (the pool
+ * logs which of the two holds at start). The reason is the exit status plus the last lines of combined stdout and
+ * stderr.
  *
  * The gate. A command must never run in a group the pool does not know of: a worker terminated (or vipcast exiting)
  * between spawn() and the registration would leave it running for good. So bash first waits for one line on its
@@ -14,7 +16,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { CheckFunction, CheckResult } from '../../../plugin-api.js';
 import { trackProcessGroup } from '../../../core/check-worker.js';
-import { killGroup as kill } from '../../../core/process-groups.js';
 import type { ExecParams } from './index.js';
 
 /** Waits for the release line, then becomes `bash -c "$1"` (the command); exit 125 if the check never released it. */
@@ -47,10 +48,6 @@ class Tail {
   }
 }
 
-function killGroup(pgid: number | undefined): void {
-  if (pgid !== undefined) kill(pgid);
-}
-
 export const check: CheckFunction = (params, ctx) =>
   new Promise<CheckResult>((resolve) => {
     const { command } = params as ExecParams;
@@ -70,6 +67,7 @@ export const check: CheckFunction = (params, ctx) =>
     // No pid: spawn failed, and its 'error' event reports why (nothing was started).
     const tracked = pgid === undefined ? undefined : trackProcessGroup(pgid);
     const untrack = (): void => tracked?.untrack();
+    const killAll = (): void => tracked?.kill();
     // Writing to a gate that was killed meanwhile fails with EPIPE: nothing to report.
     child.stdin?.on('error', () => {});
     let timedOut = false;
@@ -79,7 +77,7 @@ export const check: CheckFunction = (params, ctx) =>
 
     const onAbort = (): void => {
       timedOut = true;
-      killGroup(pgid);
+      killAll();
     };
     ctx.signal.addEventListener('abort', onAbort, { once: true });
 
@@ -88,7 +86,7 @@ export const check: CheckFunction = (params, ctx) =>
       finished = true;
       clearTimeout(pipeTimer);
       ctx.signal.removeEventListener('abort', onAbort);
-      killGroup(pgid);
+      killAll();
       untrack();
       child.stdin?.destroy();
       child.stdout?.destroy();
@@ -118,11 +116,11 @@ export const check: CheckFunction = (params, ctx) =>
 
     if (tracked === undefined) return;
     if (!tracked.allowed && tracked.late !== true) {
-      killGroup(pgid);
+      killAll();
       finish({ ok: false, reason: tracked.refusal ?? 'not run' });
     } else if (!tracked.allowed || ctx.signal.aborted) {
       // The budget ran out while bash was being forked: the command never starts.
-      killGroup(pgid);
+      killAll();
       finish({ ok: false, reason: `timed out after ${ctx.timeoutMs} ms (not started)` });
     } else {
       child.stdin?.end('\n');

@@ -1,6 +1,7 @@
 /**
  * `exec` monitor: `exec:CMD` runs CMD with `bash -c` (as gocast does); exit 0 = up. At the timeout the whole process
- * group is killed. The last lines of output become the reason. Only accepted from trusted sources (the config file).
+ * group is killed, and with it the check's cgroup (what the command detached with setsid; see core/check-cgroups.ts).
+ * The last lines of output become the reason. Only accepted from trusted sources (the config file).
  */
 import type { MonitorPlugin } from '../../../plugin-api.js';
 import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
