@@ -42,7 +42,7 @@ async function loadFailure(file: string, opts: ConfigOptions = { env: {} }): Pro
 }
 
 t.test('full.yaml: every key is parsed to its typed value', async (t) => {
-  const config = await loadConfig(fixture('full.yaml'), { env: { FULL_MD5: 'from-env' } });
+  const config = await loadConfig(fixture('full.yaml'), { env: { FULL_MD5: 'from-env', FULL_API_TOKEN: 'full-api-token-0123456789' } });
   t.equal(config.file, fixture('full.yaml'));
   t.same(config.agent, {
     listenAddr: '[::1]:9180',
@@ -74,6 +74,12 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     pidFile: path.join(root, 'test/fixtures/configs/run/vipcast.pid'),
     stateFile: path.join(root, 'test/fixtures/configs/run/host-state.json'),
     shutdownDrainMs: 2500,
+    apiToken: 'full-api-token-0123456789',
+    apiAllowedUsers: ['deploy', '1001'],
+    apiAllowedGroups: ['vipcast'],
+    apiSocketMode: 0o640,
+    apiSocketGroup: 'vipcast',
+    apiInsecureOpen: true,
   });
   t.equal(config.bgp.localAs, 4200000001);
   t.equal(config.bgp.localIp, '198.18.0.2');
@@ -134,6 +140,12 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     pidFile: '',
     stateFile: '/run/vipcast/host-state.json',
     shutdownDrainMs: 0,
+    apiToken: '',
+    apiAllowedUsers: [],
+    apiAllowedGroups: [],
+    apiSocketMode: 0o660,
+    apiSocketGroup: '',
+    apiInsecureOpen: false,
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
   t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051' } });

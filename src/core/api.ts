@@ -5,12 +5,18 @@
  * Differences from gocast, on purpose: a refused registration (VIP taken, bad parameter) answers 400/409 with the
  * reason instead of 200 or a dropped connection; exec monitors are refused from HTTP (gocast ran them as root).
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { chown, chmod, lstat, readFile, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Logger } from './logger.js';
 import type { Daemon } from './daemon.js';
+import type { VipcastConfig } from './config-types.js';
 import { VipcastError } from './errors.js';
 import { appFromRegistration, type RegistrationInput } from './registration.js';
 import { consulSettings } from './config.js';
+import { ApiGuard, Accounts, OncePer, isLoopbackHost } from './api-auth.js';
+import { unixSocketPath } from './config-schema.js';
 
 export interface ApiServer {
   /** The agent.listen_addr it was started with. */
@@ -22,12 +28,58 @@ export interface ApiServer {
 
 const ANY = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD'] as const;
 
-export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
+/** Request bodies: nothing vipcast takes needs one (parameters are in the query). */
+export const API_BODY_LIMIT = 16 * 1024;
+/** Longest request target (path and query); a registration with a dozen VIPs and monitors needs under 2 KiB. */
+export const API_MAX_URL = 8 * 1024;
+
+export interface ApiOptions {
+  /** Served on a unix socket: its file mode is the access control (api-auth.ts). */
+  readonly unix?: boolean;
+  readonly guard?: ApiGuard;
+}
+
+export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): FastifyInstance {
   // fastify's own request logging stays off: handlers log what matters, object first, with the component logger.
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, bodyLimit: API_BODY_LIMIT, requestTimeout: 10_000 });
+  const guard = opts.guard ?? new ApiGuard({ accounts: new Accounts() });
+  const refusals = new OncePer(60_000);
+  // The uid behind a connection does not change while it is open: one lookup per keep-alive connection.
+  const peerUids = new WeakMap<Socket, Promise<number | undefined>>();
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.raw.url !== undefined && req.raw.url.length > API_MAX_URL) {
+      return reply.code(414).type('text/plain').send(`request target longer than ${API_MAX_URL} bytes\n`);
+    }
+  });
+
+  /** Mutating endpoints: only an authorized caller (api-auth.ts); a refusal says why and is logged once a minute per caller. */
+  const authorize = async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
+    const sock = req.raw.socket;
+    const action = req.routeOptions.url ?? req.url.split('?')[0]!;
+    const decision = await guard.decide(
+      {
+        unix: opts.unix === true, authorization: req.headers.authorization, action,
+        ...(sock.localAddress ? { localAddress: sock.localAddress, localPort: sock.localPort!, remoteAddress: sock.remoteAddress!, remotePort: sock.remotePort! } : {}),
+      },
+      daemon.config.agent,
+      () => {
+        let p = peerUids.get(sock);
+        if (!p) peerUids.set(sock, (p = guard.lookup(sock.localAddress ? { localAddress: sock.localAddress, localPort: sock.localPort!, remoteAddress: sock.remoteAddress!, remotePort: sock.remotePort! } : {})));
+        return p;
+      },
+    );
+    if (decision.ok) return undefined;
+    const suppressed = refusals.pass(`${decision.who} ${decision.status} ${action}`);
+    // Never the token or the Authorization header: only who, where and why.
+    if (suppressed !== undefined) log.warn({ caller: decision.who, path: action, status: decision.status, reason: decision.reason, ...(suppressed ? { suppressed } : {}) }, 'API request refused');
+    if (decision.status === 401) reply.header('www-authenticate', decision.invalidToken ? 'Bearer realm="vipcast", error="invalid_token"' : 'Bearer realm="vipcast"');
+    if (decision.retryAfter !== undefined) reply.header('retry-after', String(decision.retryAfter));
+    return reply.code(decision.status).type('text/plain').send(`${decision.status === 429 ? 'VIPCAST_ERR_API_LIMIT' : 'VIPCAST_ERR_API_AUTH'}: ${decision.reason}\n`);
+  };
 
   app.route({
-    method: [...ANY], url: '/register',
+    method: [...ANY], url: '/register', preHandler: authorize,
     handler: async (req, reply) => {
       const q = req.query as RegistrationInput;
       try {
@@ -43,7 +95,7 @@ export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
   });
 
   app.route({
-    method: [...ANY], url: '/unregister',
+    method: [...ANY], url: '/unregister', preHandler: authorize,
     handler: async (req, reply) => {
       const name = (req.query as { name?: unknown }).name;
       if (typeof name !== 'string' || name === '') return reply.code(400).type('text/plain').send('Invalid request, need app name specified\n');
@@ -70,15 +122,16 @@ export function buildApi(daemon: Daemon, log: Logger): FastifyInstance {
   app.get('/status', async () => daemon.status());
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/metrics', async (_req, reply) => reply.type(daemon.metrics.registry.contentType).send(await daemon.metrics.registry.metrics()));
-  app.post('/reload', async (_req, reply) => {
+  app.post('/reload', { preHandler: authorize }, async (_req, reply) => {
     const result = await daemon.requestReload('api');
     return reply.code(result.ok ? 200 : 422).send(result);
   });
   return app;
 }
 
-/** Listen on a gocast-style address (":8080", "127.0.0.1:8080", "[::1]:8080"). */
+/** Listen on a gocast-style address (":8080", "127.0.0.1:8080", "[::1]:8080") or on a unix socket ("unix:/path"). */
 export async function startApi(daemon: Daemon, listenAddr: string, log: Logger): Promise<ApiServer> {
+  if (listenAddr.startsWith('unix:')) return startUnixApi(daemon, listenAddr, log);
   const { host, port } = splitListen(listenAddr);
   const app = buildApi(daemon, log);
   await app.listen({ host, port });
@@ -87,6 +140,86 @@ export async function startApi(daemon: Daemon, listenAddr: string, log: Logger):
   log.info({ listen: `${host}:${bound}` }, 'HTTP API listening');
   let closed: Promise<void> | undefined;
   return { listenAddr, address: host, port: bound, close: () => (closed ??= app.close()) };
+}
+
+/**
+ * The API on a unix socket: created with mode 0600 (umask around the bind), then given agent.api_socket_group and
+ * agent.api_socket_mode, so no one else can connect in between. A socket file left by a dead vipcast is replaced;
+ * one that answers (another vipcast) is not.
+ */
+async function startUnixApi(daemon: Daemon, listenAddr: string, log: Logger): Promise<ApiServer> {
+  const file = unixSocketPath(listenAddr, 'agent.listen_addr');
+  const { apiSocketMode, apiSocketGroup } = daemon.config.agent;
+  const gid = apiSocketGroup === '' ? -1 : await groupId(apiSocketGroup);
+  await removeStaleSocket(file);
+  const app = buildApi(daemon, log, { unix: true });
+  await app.ready();
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    app.server.once('error', onError);
+    // bind() happens inside listen(), synchronously: the umask covers this socket only.
+    const old = process.umask(0o177);
+    try {
+      app.server.listen({ path: file }, () => {
+        app.server.off('error', onError);
+        resolve();
+      });
+    } finally {
+      process.umask(old);
+    }
+  });
+  try {
+    if (gid !== -1) await chown(file, -1, gid);
+    await chmod(file, apiSocketMode);
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+  log.info({ listen: listenAddr, mode: apiSocketMode.toString(8).padStart(4, '0'), ...(apiSocketGroup ? { group: apiSocketGroup } : {}) }, 'HTTP API listening');
+  let closed: Promise<void> | undefined;
+  return { listenAddr, address: file, port: 0, close: () => (closed ??= app.close()) };
+}
+
+async function removeStaleSocket(file: string): Promise<void> {
+  const st = await lstat(file).catch(() => undefined);
+  if (!st) return;
+  if (!st.isSocket()) throw new VipcastError('VIPCAST_ERR_VALUE', `agent.listen_addr: ${file} exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const c = connect({ path: file });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (alive) throw new VipcastError('VIPCAST_ERR_VALUE', `agent.listen_addr: ${file} is in use by another process`);
+  await unlink(file);
+}
+
+async function groupId(group: string): Promise<number> {
+  if (/^\d+$/.test(group)) return Number(group);
+  const line = (await readFile('/etc/group', 'utf8')).split('\n').find((l) => l.split(':')[0] === group);
+  const gid = line?.split(':')[2];
+  if (gid === undefined || !/^\d+$/.test(gid)) throw new VipcastError('VIPCAST_ERR_VALUE', `agent.api_socket_group: no group "${group}" in /etc/group`);
+  return Number(gid);
+}
+
+/**
+ * What the log should say about this config's exposure, once at start: an API reachable from other hosts, the
+ * insecure opt-in, and a gobgpd API on TCP (any local user could then read the peers' MD5 passwords and inject paths).
+ */
+export function exposureWarnings(config: Pick<VipcastConfig, 'agent' | 'routing'>, dryRun = false): string[] {
+  const out: string[] = [];
+  const { agent, routing } = config;
+  if (agent.apiInsecureOpen && agent.listenAddr !== '') {
+    out.push(`agent.api_insecure_open: anyone who can reach ${agent.listenAddr} may register VIPs, unregister apps and reload without a token`);
+  } else if (agent.listenAddr !== '' && !agent.listenAddr.startsWith('unix:') && !isLoopbackHost(splitListen(agent.listenAddr).host) && agent.apiToken === '') {
+    out.push(`agent.listen_addr: "${agent.listenAddr}" is reachable from other hosts and no token is configured: /register, /unregister and POST /reload answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in`);
+  }
+  if (!dryRun && routing.plugin === 'gobgp' && !routing.gobgp.address.startsWith('unix:')) {
+    out.push(`routing.gobgp.address: "${routing.gobgp.address}" is TCP: every local user can use gobgpd's API there (read the peers' MD5 passwords, announce any route); use a unix socket only root can open (see packaging/)`);
+  }
+  return out;
 }
 
 export function splitListen(listenAddr: string): { host: string; port: number } {

@@ -169,10 +169,50 @@ export function isAddress(text: string): boolean {
 }
 
 export function listenAddr(value: unknown, path: string): string {
-  if (typeof value !== 'string') throw valueError(path, `${describe(value)} is not a listen address (write ":8080" or "127.0.0.1:8080")`);
+  if (typeof value !== 'string') throw valueError(path, `${describe(value)} is not a listen address (write ":8080", "127.0.0.1:8080" or "unix:/run/vipcast/api.sock")`);
   const text = value.trim();
+  if (text.startsWith('unix:')) {
+    unixSocketPath(text, path);
+    return text;
+  }
   if (text !== '') hostPort(text, path, true);
   return text;
+}
+
+/** The file of a `unix:/path` or `unix:///path` address. */
+export function unixSocketPath(text: string, path: string): string {
+  const file = text.startsWith('unix://') ? text.slice('unix://'.length) : text.slice('unix:'.length);
+  // sun_path holds 108 bytes with its terminating NUL.
+  if (!file.startsWith('/') || file.length < 2 || file.endsWith('/') || file.includes('\0') || Buffer.byteLength(file) > 107) {
+    throw valueError(path, `"${text}" is not a unix socket address (write "unix:/absolute/path", at most 107 bytes)`);
+  }
+  return file;
+}
+
+// API access (agent.api_*): who may call the mutating endpoints. See api-auth.ts.
+
+/** A user or group: a name as in /etc/passwd or /etc/group, or a number; kept as text. */
+export function accountName(value: unknown, path: string): string {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value < 2 ** 32) return String(value);
+  if (typeof value === 'string' && /^(\d{1,10}|[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?)$/.test(value.trim())) return value.trim();
+  throw valueError(path, `${describe(value)} is not a user or group name or number`);
+}
+
+export function accountNames(value: unknown, path: string): string[] {
+  return listOf(accountName, '["deploy", 1001]')(value, path);
+}
+
+/** An environment variable name, or '' for none. */
+export function envName(value: unknown, path: string): string {
+  if (value === '') return '';
+  if (typeof value !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(value)) throw valueError(path, `${describe(value)} is not an environment variable name`);
+  return value;
+}
+
+/** A file mode as a quoted octal string ("0660"). A bare number is refused: YAML 1.2 reads 0660 as decimal 660, 0440 as 440. */
+export function socketMode(value: unknown, path: string): number {
+  if (typeof value === 'string' && /^0?[0-7]{3}$/.test(value.trim())) return parseInt(value.trim(), 8);
+  throw valueError(path, `${describe(value)} is not a file mode (write it quoted, in octal: "0660")`);
 }
 
 export function gobgpAddress(value: unknown, path: string): string {
@@ -291,6 +331,13 @@ export const SCHEMA: Tree = {
       default: '0s',
       parse: shutdownDrain,
     },
+    api_token_file: { doc: 'file holding the bearer token of the API\'s mutating endpoints (not readable by others)', default: '', parse: pidFile },
+    api_token_env: { doc: 'environment variable holding that token instead', default: '', parse: envName },
+    api_allowed_users: { doc: 'local users who may register over loopback TCP without a token (root always may)', default: [], parse: accountNames },
+    api_allowed_groups: { doc: 'local groups whose members may, as api_allowed_users', default: [], parse: accountNames },
+    api_socket_mode: { doc: 'file mode of the unix socket API (listen_addr unix:/path)', default: '0660', parse: socketMode },
+    api_socket_group: { doc: 'group of the unix socket API; "" = vipcast\'s own', default: '', parse: (v: unknown, p: string) => (v === '' ? '' : accountName(v, p)) },
+    api_insecure_open: { doc: 'anyone who reaches the API may register without a token (gocast); explicit opt-in', default: false, parse: boolean },
   },
   bgp: {
     local_as: { doc: 'our AS number (required with routing.plugin gobgp)', default: undefined, parse: parseAsn },

@@ -39,6 +39,21 @@ export interface AgentConfig {
    * withdrawn this many ms later, so routers that honour it move traffic away first. 0 = withdraw at once.
    */
   readonly shutdownDrainMs: number;
+  /**
+   * Bearer token for the API's mutating endpoints (read from agent.api_token_file or the variable named by
+   * agent.api_token_env); '' = none. Secret: never logged, never in /status.
+   */
+  readonly apiToken: string;
+  /** Local users (names or uids) who may call mutating endpoints over loopback TCP without a token (root always may). */
+  readonly apiAllowedUsers: readonly string[];
+  /** Local groups (names or gids): their members may, like apiAllowedUsers. */
+  readonly apiAllowedGroups: readonly string[];
+  /** File mode of the API's unix socket (`listen_addr: unix:/path`). */
+  readonly apiSocketMode: number;
+  /** Group of the API's unix socket ('' = vipcast's own group). */
+  readonly apiSocketGroup: string;
+  /** Anyone who reaches the API may call mutating endpoints without a token (gocast's behaviour; explicit opt-in). */
+  readonly apiInsecureOpen: boolean;
 }
 
 export interface BgpConfig {

@@ -8,6 +8,7 @@
  * objects poorly. Unknown keys are found by hand everywhere, before convict sees anything, so each gets a suggestion.
  */
 import { readFile } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, PeerSpec, Prefix } from '../plugin-api.js';
@@ -309,7 +310,7 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const { values } = loadScalars(sections, env, problems);
   const get: Get = <T>(key: string) => values.get(key) as T;
 
-  const agent = buildAgent(get, baseDir, problems);
+  const agent = buildAgent(get, baseDir, problems, env);
   const routing: RoutingConfig = Object.freeze({ plugin: get<RoutingConfig['plugin']>('routing.plugin'), gobgp: Object.freeze({ address: get<string>('routing.gobgp.address') }) });
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
   const prefixPolicy = buildPrefixPolicy(get, bgp);
@@ -352,7 +353,7 @@ function buildPlugins(value: unknown, problems: Problems): readonly string[] {
   return Object.freeze(value.filter((v): v is string => typeof v === 'string'));
 }
 
-function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig {
+function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.ProcessEnv): AgentConfig {
   const monitorIntervalMs = get<number>('agent.monitor_interval');
   const explicitTimeout = get<number | undefined>('agent.check_timeout');
   if (explicitTimeout !== undefined && monitorIntervalMs !== undefined && explicitTimeout > monitorIntervalMs) {
@@ -366,6 +367,10 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
   }
   const pid = get<string | undefined>('agent.pid_file') ?? '';
   const state = get<string | undefined>('agent.state_file') ?? '';
+  const socketMode = get<number | undefined>('agent.api_socket_mode');
+  if (socketMode !== undefined && (socketMode & 0o002) !== 0 && get<boolean | undefined>('agent.api_insecure_open') !== true) {
+    problems.add('agent.api_socket_mode', `"${socketMode.toString(8).padStart(4, '0')}" lets every local user connect and register (other-writable): drop the o+w bit, or set agent.api_insecure_open: true`);
+  }
   return Object.freeze({
     listenAddr: get<string>('agent.listen_addr'),
     monitorIntervalMs,
@@ -382,7 +387,65 @@ function buildAgent(get: Get, baseDir: string, problems: Problems): AgentConfig 
     pidFile: pid === '' ? '' : path.resolve(baseDir, pid),
     stateFile: state === '' ? DEFAULT_STATE_FILE : path.resolve(baseDir, state),
     shutdownDrainMs: get<number>('agent.shutdown_drain'),
+    apiToken: apiToken(get, baseDir, env, problems),
+    apiAllowedUsers: Object.freeze(get<string[] | undefined>('agent.api_allowed_users') ?? []),
+    apiAllowedGroups: Object.freeze(get<string[] | undefined>('agent.api_allowed_groups') ?? []),
+    apiSocketMode: get<number>('agent.api_socket_mode'),
+    apiSocketGroup: get<string | undefined>('agent.api_socket_group') ?? '',
+    apiInsecureOpen: get<boolean>('agent.api_insecure_open'),
   });
+}
+
+/** RFC 6750's b64token, 16..4096 characters: what `Authorization: Bearer` can carry. */
+const TOKEN = /^[A-Za-z0-9\-._~+/]{16,4096}=*$/;
+
+/**
+ * The API's bearer token from agent.api_token_file (a file no other user may read: mode o-rwx) or from the variable
+ * agent.api_token_env names; '' for none. Read again on every reload, so a rotated token is picked up. No message
+ * below may include the token.
+ */
+function apiToken(get: Get, baseDir: string, env: NodeJS.ProcessEnv, problems: Problems): string {
+  const fileSetting = get<string | undefined>('agent.api_token_file') ?? '';
+  const envName = get<string | undefined>('agent.api_token_env') ?? '';
+  if (fileSetting !== '' && envName !== '') {
+    problems.add('agent.api_token_file', 'set agent.api_token_file or agent.api_token_env, not both');
+    return '';
+  }
+  const check = (value: string, path: string, what: string): string => {
+    const token = value.replace(/\r?\n$/, '');
+    if (!TOKEN.test(token)) {
+      problems.add(path, `${what} is not a usable bearer token (16..4096 characters of A-Z a-z 0-9 - . _ ~ + / and trailing =; e.g. \`openssl rand -hex 32\`)`);
+      return '';
+    }
+    return token;
+  };
+  if (envName !== '') {
+    const value = env[envName];
+    if (value === undefined || value === '') {
+      problems.add('agent.api_token_env', `environment variable ${envName} is ${value === undefined ? 'not set' : 'empty'}`);
+      return '';
+    }
+    return check(value, 'agent.api_token_env', `the value of ${envName}`);
+  }
+  if (fileSetting === '') return '';
+  const file = path.resolve(baseDir, fileSetting);
+  let text: string;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) {
+      problems.add('agent.api_token_file', `${file} is not a regular file`);
+      return '';
+    }
+    if ((st.mode & 0o007) !== 0) {
+      problems.add('agent.api_token_file', `${file} is open to every user (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): chmod o-rwx ${file} (0600 or 0640)`);
+      return '';
+    }
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.add('agent.api_token_file', `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    return '';
+  }
+  return check(text, 'agent.api_token_file', `the content of ${file}`);
 }
 
 /** bgp: scalars from convict, then the legacy single peer (first) and peers[] by hand. */

@@ -13,7 +13,7 @@ import { Reconciler, type ReconcilerOptions } from './reconciler.js';
 import { buildGeneration, closeGeneration, startGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
 import { Coalescer } from './serial-queue.js';
-import { startApi, type ApiServer } from './api.js';
+import { exposureWarnings, startApi, type ApiServer } from './api.js';
 import { configHash, reloadConfig, type ReloadResult } from './reload.js';
 import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
@@ -116,6 +116,7 @@ export class Daemon {
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
+    for (const w of exposureWarnings(config, this.generation.dryRun)) this.log.warn({ component: 'security' }, w);
 
     this.pool = this.newCheckPool(config.agent.checkWorkers);
     this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }), metrics: this.metrics.checkPool('commands') });

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   VIPCAST_ERR_RELOAD: 'a reload failed; the previous config stays in force',
   VIPCAST_ERR_USAGE: 'the command line is wrong',
   VIPCAST_ERR_PID_FILE: 'the pid file (agent.pid_file or --pid-file) could not be written',
+  VIPCAST_ERR_API_AUTH: 'an HTTP API caller may not call a mutating endpoint (401: no or wrong bearer token; 403: a local user not allowed)',
+  VIPCAST_ERR_API_LIMIT: 'an HTTP API caller sent too many mutating requests (429, with Retry-After)',
   VIPCAST_ERR_INTERNAL: 'an unexpected error (a bug) reached the top of the daemon; it was logged and the daemon went on',
 } as const;
 

@@ -56,6 +56,14 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   pidFile: 'live', // the file moves (unless --pid-file named it)
   shutdownDrainMs: 'live', // read at shutdown from the config in force
   prefixPolicy: 'live', // read at every registration; HTTP and Consul apps that no longer pass are removed
+  // Read by the API on every request from the config in force (a rotated token file is re-read by the reload).
+  apiToken: 'live',
+  apiAllowedUsers: 'live',
+  apiAllowedGroups: 'live',
+  apiInsecureOpen: 'live',
+  // Set when the socket is created (a start, or a reload that moves agent.listen_addr).
+  apiSocketMode: 'restart',
+  apiSocketGroup: 'restart',
   // The host network holds the addresses it added in memory and writes them to this file; a second file beside the
   // first would split that record (a crash would then leave addresses nobody cleans up).
   stateFile: 'restart',
