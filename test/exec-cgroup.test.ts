@@ -98,6 +98,11 @@ t.test('the pool says at start which way exec checks are held; root with a writa
   }
 });
 
+t.test('the systemd unit delegates its cgroup subtree to vipcast (Delegate=yes)', async (t) => {
+  const unit = readFileSync(new URL('../../packaging/systemd/vipcast.service', import.meta.url), 'utf8');
+  t.match(unit, /^Delegate=yes$/m);
+});
+
 t.test('at the timeout, a process the check detached with setsid is killed, and the check\'s cgroup removed', { skip }, async (t) => {
   const pool = new CheckPool({ workers: 1 });
   const marker = randomUUID();
