@@ -145,7 +145,7 @@ t.test('a worker blocked after its check answered is terminated once silent for 
   await sleep(100);
   const queued = await pool.run(fixture('misbehaving.mjs', { how: 'echo' }), 1000);
   t.same({ ok: queued.ok, reason: queued.reason }, { ok: true, reason: 'params {"how":"echo"}' });
-  t.ok(queued.durationMs >= 1000 && queued.durationMs < 8000, `answered after the silent worker was replaced (${queued.durationMs} ms)`);
+  t.ok(queued.durationMs >= 1000 && queued.durationMs < 20_000, `answered (not lost) after the silent worker was replaced; a replacement worker boots in seconds on a loaded machine (${queued.durationMs} ms)`);
   t.equal(pool.stats.blockedWorkers, 1);
   t.equal(pool.stats.retried, 1);
 });

@@ -40,7 +40,7 @@ t.test('the quick start: examples/vipcast.yaml as `npm start` runs it announces 
   const d = new DaemonProcess(startArgs.map((a) => (a === 'examples/vipcast.yaml' ? config(dir, text) : a)));
   t.teardown(() => d.stop());
   const started = performance.now();
-  const v4 = await d.waitLine(isRoute('announce', '198.18.100.53/32'), 5000, 'dns announced');
+  const v4 = await d.waitLine(isRoute('announce', '198.18.100.53/32'), 10_000, 'dns announced (process start, worker boot and the first exec check on a loaded machine)');
   await d.waitLine(isRoute('announce', '2001:db8:100::53/128'), 1000, 'dns IPv6 VIP announced');
   t.comment(`dns announced ${Math.round(v4.at - started)} ms after start, with no action`);
   t.same(v4.communities, ['65001:100', '65001:53'], 'global then app community');
