@@ -22,12 +22,15 @@ Usage:
   vipcast -config FILE                                  gocast's form of "run"
   vipcast validate -c FILE                              check a config file; exit 0 (summary) or 2 (every error)
   vipcast reload [-c FILE] [--pid-file FILE]            make the running daemon reload its config (SIGHUP)
+  vipcast status [-c FILE | --api ADDR] [--json]        the running daemon's apps, routes, peers and last reload
   vipcast --help | --version
 
 Options:
   -c, --config FILE     config file (YAML, gocast-compatible)
   --dry-run             log every route and host change instead of making it (no gobgpd, no root needed)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
+  --api ADDR            with status: the daemon's API address (default: agent.listen_addr of the config)
+  --json                with status: the raw /status JSON
   --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config); for run, it
                         overrides agent.pid_file (written once the daemon runs, removed at exit)
 
@@ -35,18 +38,20 @@ Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit)
 (one sent while vipcast is still starting is answered by a reload once it runs).`;
 
 interface Args {
-  command: 'run' | 'validate' | 'reload' | 'help' | 'version';
+  command: 'run' | 'validate' | 'reload' | 'status' | 'help' | 'version';
   config?: string;
   dryRun: boolean;
   logLevel: string;
   pidFile?: string;
+  api?: string;
+  json?: boolean;
 }
 
 export function parseArgs(argv: readonly string[]): Args {
   const args: Args = { command: 'run', dryRun: false, logLevel: 'info' };
   let i = 0;
   const first = argv[0];
-  if (first === 'run' || first === 'validate' || first === 'reload') {
+  if (first === 'run' || first === 'validate' || first === 'reload' || first === 'status') {
     args.command = first;
     i = 1;
   } else if (first === 'help') {
@@ -69,6 +74,8 @@ export function parseArgs(argv: readonly string[]): Args {
       case '--dry-run': args.dryRun = true; break;
       case '--log-level': case '-log-level': args.logLevel = take(); break;
       case '--pid-file': args.pidFile = take(); break;
+      case '--api': args.api = take(); break;
+      case '--json': args.json = true; break;
       case '-h': case '--help': case '-help': args.command = 'help'; return args;
       case '--version': case '-version': args.command = 'version'; return args;
       // glog flags gocast users pass: accepted and ignored.
@@ -106,7 +113,40 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (args.command === 'version') return void process.stdout.write(version() + '\n');
   if (args.command === 'validate') return validate(args.config!);
   if (args.command === 'reload') return reload(args);
+  if (args.command === 'status') return status(args);
   return run(args);
+}
+
+async function status(args: Args): Promise<void> {
+  let listenAddr = args.api;
+  if (listenAddr === undefined) {
+    if (!args.config) {
+      process.stderr.write('vipcast status: pass --api ADDR or -c FILE (its agent.listen_addr)\n');
+      process.exitCode = 2;
+      return;
+    }
+    const { loadConfig } = await import('./core/config.js');
+    try {
+      listenAddr = (await loadConfig(resolve(args.config), { env: process.env })).agent.listenAddr;
+    } catch (err) {
+      printConfigError(args.config, err);
+      process.exitCode = 2;
+      return;
+    }
+    if (listenAddr === '') {
+      process.stderr.write(`vipcast status: ${args.config} has no API (agent.listen_addr is empty)\n`);
+      process.exitCode = 2;
+      return;
+    }
+  }
+  const { fetchStatus, formatStatus } = await import('./status-command.js');
+  try {
+    const { body, status: s } = await fetchStatus(listenAddr);
+    process.stdout.write(args.json ? `${body}\n` : `${formatStatus(s)}\n`);
+  } catch (err) {
+    process.stderr.write(`vipcast status: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
 }
 
 async function validate(file: string): Promise<void> {

@@ -17,6 +17,7 @@ import { appFromRegistration, type RegistrationInput } from './registration.js';
 import { consulSettings } from './config.js';
 import { ApiGuard, Accounts, OncePer, isLoopbackHost } from './api-auth.js';
 import { unixSocketPath } from './config-schema.js';
+import { splitListen } from './listen-addr.js';
 
 export interface ApiServer {
   /** The agent.listen_addr it was started with. */
@@ -222,9 +223,4 @@ export function exposureWarnings(config: Pick<VipcastConfig, 'agent' | 'routing'
   return out;
 }
 
-export function splitListen(listenAddr: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listenAddr);
-  if (!m) throw new VipcastError('VIPCAST_ERR_VALUE', `agent.listen_addr: "${listenAddr}" is not [host]:port`);
-  const host = m[1] ?? (m[2] === '' ? '::' : m[2]!);
-  return { host, port: Number(m[3]) };
-}
+export { splitListen } from './listen-addr.js';
