@@ -2,27 +2,19 @@
  * Host networking through the real daemon (issue 4), end to end: vipcast + gobgpd in namespace "node", BIRD and a
  * client in namespace "tor". Real traffic goes through the NAT rules vipcast writes.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sameInstant } from './lab/bird.js';
 import { labSkip, nsRun, waitFor } from './lab/netns.js';
-import { createStack, routeViaNode, type Stack } from './lab/stack.js';
-import { loAddrs, natRules, probe, startServer } from './lab/traffic.js';
+import { routeViaNode, stackFor } from './lab/stack.js';
+import { loAddrs, natRules, probe, startServer, hasVip, vipRules } from './lab/traffic.js';
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
 
-async function stack(t: Test): Promise<Stack> {
-  const s = await createStack();
-  t.teardown(() => s.destroy());
-  return s;
-}
-
-const hasVip = async (s: Stack, vip: string) => (await loAddrs(s.node)).some((a) => a.local === vip);
-const vipRules = async (s: Stack) => (await natRules(s.node)).filter((l) => l.includes('VIPCAST'));
 
 t.test('NAT and loopback through the daemon: remote and local clients reach the service, tear-down order, nothing left after SIGTERM', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const { lab } = s;
   // The host's own things, which vipcast must never touch.
   await nsRun(s.node, 'iptables', ['-w', '10', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '9999', '-m', 'comment', '--comment', 'host-rule', '-j', 'REDIRECT', '--to-ports', '9998']);
@@ -57,10 +49,10 @@ apps:
   // web fails: withdrawn at once, address and rule kept until cleanup_timer, then removed (rules before address).
   web.kill('SIGKILL');
   await waitFor(async () => (await s.routes('198.18.200.80/32')).length === 0, 5000, 'web withdrawn at BIRD');
-  t.ok(await hasVip(s, '198.18.200.80'), 'address kept during cleanup_timer');
-  t.ok((await vipRules(s)).some((l) => l.includes('198.18.200.80')), 'NAT rule kept during cleanup_timer');
-  await waitFor(async () => !(await hasVip(s, '198.18.200.80')), 5000, 'web address removed after cleanup_timer');
-  t.notOk((await vipRules(s)).some((l) => l.includes('198.18.200.80')), 'its NAT rule is gone');
+  t.ok(await hasVip(s.node, '198.18.200.80'), 'address kept during cleanup_timer');
+  t.ok((await vipRules(s.node)).some((l) => l.includes('198.18.200.80')), 'NAT rule kept during cleanup_timer');
+  await waitFor(async () => !(await hasVip(s.node, '198.18.200.80')), 5000, 'web address removed after cleanup_timer');
+  t.notOk((await vipRules(s.node)).some((l) => l.includes('198.18.200.80')), 'its NAT rule is gone');
   t.equal((await s.routes('198.18.200.53/32')).length, 1, 'dns untouched');
 
   d.kill('SIGTERM');
@@ -76,7 +68,7 @@ apps:
 });
 
 t.test('SIGKILL, change the config, start again: stale routes, addresses and rules go, desired ones stay', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const v1 = s.writeConfig(`${s.baseConfig()}
 apps:
   - { name: keep, vip: 198.18.201.10/32, nats: ["tcp:80:8080"] }
@@ -87,7 +79,7 @@ apps:
   const keepSince = (await s.routes('198.18.201.10/32'))[0]!.since;
   d1.kill('SIGKILL');
   await d1.exited;
-  t.ok(await hasVip(s, '198.18.201.11'), 'after SIGKILL the stale address is still there (nothing ran)');
+  t.ok(await hasVip(s.node, '198.18.201.11'), 'after SIGKILL the stale address is still there (nothing ran)');
 
   const v2 = s.writeConfig(`${s.baseConfig()}
 apps:
@@ -99,15 +91,15 @@ apps:
     const r = (await s.routes()).map((x) => x.prefix).sort();
     return JSON.stringify(r) === JSON.stringify(['198.18.201.10/32', '198.18.201.12/32']);
   }, 15_000, 'BIRD to have exactly keep and added');
-  await waitFor(async () => !(await hasVip(s, '198.18.201.11')), 5000, 'stale address removed');
-  t.ok(await hasVip(s, '198.18.201.10'));
-  t.ok(await hasVip(s, '198.18.201.12'));
-  const rules = await vipRules(s);
+  await waitFor(async () => !(await hasVip(s.node, '198.18.201.11')), 5000, 'stale address removed');
+  t.ok(await hasVip(s.node, '198.18.201.10'));
+  t.ok(await hasVip(s.node, '198.18.201.12'));
+  const rules = await vipRules(s.node);
   t.ok(rules.some((l) => l.includes('198.18.201.10/32') && l.includes('--dport 80')), 'desired rule present');
   t.ok(rules.some((l) => l.includes('198.18.201.12/32') && l.includes('-p udp') && l.includes('--dport 53')), 'new rule present');
   t.notOk(rules.some((l) => l.includes('198.18.201.11')), 'stale rule gone');
   t.ok(sameInstant((await s.routes('198.18.201.10/32'))[0]!.since, keepSince), 'the unchanged route was not withdrawn and re-announced');
   d2.kill('SIGTERM');
   t.equal((await d2.exited).code, 0);
-  t.same(await vipRules(s), []);
+  t.same(await vipRules(s.node), []);
 });

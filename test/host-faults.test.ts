@@ -6,30 +6,21 @@
  * - A corrupted state file is kept aside, reported with both paths, and the addresses vipcast adds are still
  *   removed at exit.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labSkip, nsRun, waitFor } from './lab/netns.js';
-import { createStack, nsFetch, routeViaNode, type Stack } from './lab/stack.js';
+import { createLab, labSkip, nsRun, waitFor } from './lab/netns.js';
+import { nsFetch, routeViaNode, stackFor } from './lab/stack.js';
 import { BIN, freePort } from './helpers/daemon.js';
-import { createLab } from './lab/netns.js';
-import { loAddrs, natRules, probe, startServer } from './lab/traffic.js';
+import { natRules, probe, startServer, hasVip, vipRules } from './lab/traffic.js';
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables', 'iptables-restore']);
 
-async function stack(t: Test): Promise<Stack> {
-  const s = await createStack();
-  t.teardown(() => s.destroy());
-  return s;
-}
-
-const hasVip = async (s: Stack, vip: string) => (await loAddrs(s.node)).some((a) => a.local === vip);
-const vipRules = async (s: Stack) => (await natRules(s.node)).filter((l) => l.includes('VIPCAST'));
 
 interface AppStatus { name: string; announced: string[]; error?: string }
 
 t.test('an app whose IPv6 NAT has no local IPv6 address to DNAT to fails alone: the IPv4 NAT app is announced and its DNAT carries traffic', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const { lab } = s;
   // The node has IPv6 on its veth, but no IPv6 peer and no IPv6 default route: vipcast finds no IPv6 NAT target
   // (bgp.local_ip is IPv4), as on a host without a global IPv6 address.
@@ -48,7 +39,7 @@ apps:
 `);
   const d = s.startVipcast(file);
   await waitFor(async () => (await s.routes('198.18.202.53/32')).length === 1, 15_000, 'dns4 announced at BIRD');
-  t.ok((await vipRules(s)).some((l) => l.includes('198.18.202.53/32') && l.includes('-p udp')), 'dns4\'s NAT rules are in the chain');
+  t.ok((await vipRules(s.node)).some((l) => l.includes('198.18.202.53/32') && l.includes('-p udp')), 'dns4\'s NAT rules are in the chain');
   await routeViaNode(s, '198.18.202.53/32');
   t.equal(await probe(s.tor, 'tcp', '198.18.202.53', 53), `srv tcp ${lab.ipA}:8053 from ${lab.ipB}`, 'TCP to the IPv4 VIP lands on local_ip:8053');
   t.equal(await probe(s.tor, 'udp', '198.18.202.53', 53), `srv udp ${lab.ipA}:8053 from ${lab.ipB}`, 'UDP too');
@@ -73,12 +64,12 @@ apps:
 
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
-  t.same(await vipRules(s), [], 'no vipcast chain or jump left');
-  t.notOk(await hasVip(s, '198.18.202.53'), 'no VIP left');
+  t.same(await vipRules(s.node), [], 'no vipcast chain or jump left');
+  t.notOk(await hasVip(s.node, '198.18.202.53'), 'no VIP left');
 });
 
 t.test('a corrupted state file is kept aside and reported with both paths; the addresses vipcast adds in that run are removed at exit', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const stateFile = join(s.dir, 'host-state.json');
   const garbage = '{"version":1,"vips":[{"app":"web","prefix":"198.18.203.1/32","ow\u0000\u0000garbage';
   writeFileSync(stateFile, garbage);
@@ -104,9 +95,9 @@ apps:
 
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
-  t.notOk(await hasVip(s, '198.18.203.1'), 'the address vipcast added in this run is removed at exit');
-  t.ok(await hasVip(s, '198.18.203.2'), 'the address that was already on lo stays');
-  t.same(await vipRules(s), [], 'no vipcast chain left');
+  t.notOk(await hasVip(s.node, '198.18.203.1'), 'the address vipcast added in this run is removed at exit');
+  t.ok(await hasVip(s.node, '198.18.203.2'), 'the address that was already on lo stays');
+  t.same(await vipRules(s.node), [], 'no vipcast chain left');
   t.ok(existsSync(join(s.dir, aside[0] ?? 'none')), 'the corrupt copy stays for the operator');
 });
 

@@ -2,10 +2,10 @@
  * SIGHUP reload as a transaction, end to end (issue 5): vipcast + gobgpd in "node", BIRD in "tor"; BIRD's route
  * timestamps and session "since" show whether anything was re-sent or reset.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { sameInstant } from './lab/bird.js';
 import { labSkip, waitFor } from './lab/netns.js';
-import { createStack, nsFetch, TOR_AS, type Stack, type StackOptions } from './lab/stack.js';
+import { nsFetch, stackFor, TOR_AS, type Stack } from './lab/stack.js';
 import { BIN, DaemonProcess, freePort } from './helpers/daemon.js';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,12 +16,6 @@ import type { ReloadResult } from '../src/core/reload.js';
 const pexec = promisify(execFile);
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
-
-async function stack(t: Test, opts: StackOptions = {}): Promise<Stack> {
-  const s = await createStack(opts);
-  t.teardown(() => s.destroy());
-  return s;
-}
 
 const prefixes = async (s: Stack, protocol?: string) =>
   (protocol ? await s.bird.routes(protocol) : await s.routes()).map((r) => r.prefix).sort();
@@ -36,7 +30,7 @@ async function hup(d: DaemonProcess): Promise<{ msg: string; [k: string]: unknow
 const apps = (list: string) => `apps:\n${list}`;
 
 t.test('reload with an unchanged file: no route re-sent, no session reset', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const body = `${s.baseConfig()}${apps('  - { name: a, vip: 198.18.210.1/32 }\n  - { name: b, vip: 198.18.210.2/32 }\n')}`;
   const file = s.writeConfig(body);
   const d = s.startVipcast(file);
@@ -54,7 +48,7 @@ t.test('reload with an unchanged file: no route re-sent, no session reset', { sk
 });
 
 t.test('apps added, removed, VIP changed, communities changed: BIRD shows exactly the new state, others untouched', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const v1 = s.writeConfig(`${s.baseConfig()}${apps(`  - { name: keep, vip: 198.18.211.1/32 }
   - { name: gone, vip: 198.18.211.2/32 }
   - { name: recolor, vip: 198.18.211.3/32, vip_config: { bgp_communities: ["65001:1"] } }
@@ -86,7 +80,7 @@ t.test('apps added, removed, VIP changed, communities changed: BIRD shows exactl
 });
 
 t.test('peer added: the existing session is not reset; MD5 password changed: that session comes back with it', { skip }, async (t) => {
-  const s = await stack(t, { second: { password: 'pw-new' } });
+  const s = await stackFor(t, { second: { password: 'pw-new' } });
   // No bgp.local_ip: each session uses the address facing its peer (BIRD expects the second one from 198.19.S.1).
   const body = (peers: string) => `${s.baseConfig('', { peers, localIp: false })}${apps('  - { name: a, vip: 198.18.212.1/32 }\n')}`;
   const d = s.startVipcast(s.writeConfig(body('')));
@@ -106,7 +100,7 @@ t.test('peer added: the existing session is not reset; MD5 password changed: tha
 });
 
 t.test('local AS changed: the sessions re-form with the new AS and the routes come back', { skip }, async (t) => {
-  const s = await stack(t, { anyPeerAs: true });
+  const s = await stackFor(t, { anyPeerAs: true });
   const body = (asn: number) => `${s.baseConfig('', { localAs: asn })}${apps('  - { name: a, vip: 198.18.213.1/32 }\n')}`;
   const d = s.startVipcast(s.writeConfig(body(65001)));
   await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
@@ -118,7 +112,7 @@ t.test('local AS changed: the sessions re-form with the new AS and the routes co
 });
 
 t.test('an invalid file changes nothing: the daemon keeps running and /status shows the errors', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const good = `${s.baseConfig('', { listenAddr: '127.0.0.1:9180' })}${apps('  - { name: a, vip: 198.18.214.1/32 }\n')}`;
   const file = s.writeConfig(good);
   const d = s.startVipcast(file);
@@ -144,7 +138,7 @@ t.test('an invalid file changes nothing: the daemon keeps running and /status sh
 });
 
 t.test('a reload whose apply step fails: the previous state is back at BIRD', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const v1 = `${s.baseConfig()}${apps('  - { name: a, vip: 198.18.215.1/32 }\n')}`;
   const d = s.startVipcast(s.writeConfig(v1));
   await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
@@ -162,7 +156,7 @@ t.test('a reload whose apply step fails: the previous state is back at BIRD', { 
 });
 
 t.test('20 SIGHUPs in a burst: at most two reloads run, nothing is re-sent, no errors', { skip }, async (t) => {
-  const s = await stack(t);
+  const s = await stackFor(t);
   const d = s.startVipcast(s.writeConfig(`${s.baseConfig()}${apps('  - { name: a, vip: 198.18.216.1/32 }\n')}`));
   await waitFor(async () => (await s.routes()).length === 1, 15_000, 'route');
   const since = (await s.routes())[0]!.since;

@@ -123,3 +123,10 @@ export async function nsFetch(ns: string, url: string, method = 'GET'): Promise<
   const script = `fetch(process.argv[1], { method: process.argv[2] }).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e) })))`;
   return JSON.parse(await nsRun(ns, process.execPath, ['-e', script, url, method])) as { status: number; body: string };
 }
+
+/** A stack destroyed in `t.teardown` (a failing test can't leave its namespaces and daemons behind). */
+export async function stackFor(t: { teardown(fn: () => unknown): void }, opts: StackOptions = {}): Promise<Stack> {
+  const s = await createStack(opts);
+  t.teardown(() => s.destroy());
+  return s;
+}

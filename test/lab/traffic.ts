@@ -58,3 +58,9 @@ export async function startServer(ns: string, host: string, port: number): Promi
 /** One request, one answer (or "ERR ..."). `srcPort` (UDP): send from this port, as a client that keeps its port. */
 export const probe = (ns: string, proto: 'tcp' | 'udp', host: string, port: number, srcPort?: number): Promise<string> =>
   nsRun(ns, 'node', ['-e', CLIENT, proto, host, String(port), ...(srcPort ? [String(srcPort)] : [])]);
+
+/** Whether `vip` (an address, no length) is on lo in namespace `ns`. */
+export const hasVip = async (ns: string, vip: string): Promise<boolean> => (await loAddrs(ns)).some((a) => a.local === vip);
+
+/** vipcast's rules and jumps in the nat table of namespace `ns`. */
+export const vipRules = async (ns: string): Promise<string[]> => (await natRules(ns)).filter((l) => l.includes('VIPCAST'));
