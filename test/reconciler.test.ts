@@ -433,3 +433,63 @@ t.test('NAT per app: an app whose rules the host can\'t make fails alone (error 
   t.match(s.rec.status().find((a) => a.app === 'four')?.error, /^NAT rules: .*local ipv4 address/);
   t.notOk(s.rec.status().find((a) => a.app === 'six')?.error, 'six has no error any more');
 });
+
+t.test('a hold (maintenance, damping) withdraws a healthy app\'s routes, keeps its address and NAT, and says why; lifting it re-announces', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  let held: string | undefined;
+  s.rec.addHoldSource((app) => (app.name === 'web' && held ? { reason: held } : undefined));
+  s.runner.set('port:tcp:1101', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.11.1/32'], monitors: ['port:tcp:1101'], nats: ['tcp:80:8080'] }));
+  s.registry.upsert(makeApp('other', { vips: ['198.18.11.2/32'], monitors: ['port:tcp:1101'] }));
+  await waitFor(() => s.router.rib.has('198.18.11.1/32') && s.router.rib.has('198.18.11.2/32'), 2000, 'announce');
+  s.journal.clear();
+  held = 'maintenance (test)';
+  await s.rec.trigger();
+  t.same(s.journal.entries, ['withdraw 198.18.11.1/32'], 'only its route goes, nothing else');
+  t.ok(s.host.vips.has('198.18.11.1/32'), 'address kept');
+  t.ok(s.host.nat.some((n) => n.vip.text === '198.18.11.1/32'), 'NAT kept');
+  t.ok(s.router.rib.has('198.18.11.2/32'), 'the other app stays announced');
+  const st = s.rec.status().find((x) => x.app === 'web')!;
+  t.same(st.held, { reason: 'maintenance (test)' });
+  t.same(st.announced, []);
+  await s.rec.trigger(true);
+  t.same(s.journal.entries, ['withdraw 198.18.11.1/32'], 'a full pass changes nothing while held');
+  s.journal.clear();
+  held = undefined;
+  await s.rec.trigger();
+  t.same(s.journal.entries, ['announce 198.18.11.1/32 65000:1'], 're-announced, no address or NAT work');
+  t.equal(s.rec.status().find((x) => x.app === 'web')!.held, undefined);
+});
+
+t.test('a hold with a drain: the route is re-announced with 65535:0 (no withdraw), withdrawn when the drain ends', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  let drainUntil: number | undefined;
+  s.rec.addHoldSource(() => (drainUntil !== undefined ? { reason: 'maintenance', drainUntil } : undefined));
+  s.runner.set('port:tcp:1102', true);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.11.3/32'], monitors: ['port:tcp:1102'] }));
+  await waitFor(() => s.router.rib.has('198.18.11.3/32'), 2000, 'announce');
+  s.journal.clear();
+  drainUntil = Date.now() + 400;
+  await s.rec.trigger();
+  t.same(s.journal.entries, ['announce 198.18.11.3/32 65000:1,65535:0'], 'implicit replace with graceful-shutdown');
+  t.ok(s.rec.status()[0]!.held!.drainingUntil, 'status says it is draining');
+  await waitFor(() => !s.router.rib.has('198.18.11.3/32'), 3000, 'withdrawn after the drain without any other trigger');
+  t.same(s.journal.entries, ['announce 198.18.11.3/32 65000:1,65535:0', 'withdraw 198.18.11.3/32']);
+  t.equal(s.rec.status()[0]!.held!.drainingUntil, undefined);
+});
+
+t.test('a hold on an app that is down changes nothing; when it comes up held, it is not announced', async (t) => {
+  const s = setup();
+  t.teardown(s.close);
+  s.rec.addHoldSource(() => ({ reason: 'flap damping' }));
+  s.runner.set('port:tcp:1103', false);
+  s.registry.upsert(makeApp('web', { vips: ['198.18.11.4/32'], monitors: ['port:tcp:1103'] }));
+  await waitFor(() => s.health.get('web')?.state === 'down', 2000, 'down');
+  s.runner.set('port:tcp:1103', true);
+  await waitFor(() => s.health.get('web')?.state === 'up', 2000, 'up');
+  await s.rec.trigger();
+  t.notOk(s.router.rib.has('198.18.11.4/32'), 'not announced while held');
+  t.ok(s.host.vips.has('198.18.11.4/32'), 'the address is there, ready');
+});

@@ -35,6 +35,23 @@ export interface ReconcilerOptions {
   retryMs?: number;
 }
 
+/**
+ * Why a healthy app must not be announced now (maintenance, flap damping). Its address and NAT rules stay (the service
+ * is still there); only its routes go.
+ */
+export interface Hold {
+  /** For /status and the withdraw's log line ("maintenance (API)", "flap damping: penalty 3100 > 2000"). */
+  readonly reason: string;
+  /**
+   * Until then (Date.now() ms) the app's routes stay announced with GRACEFUL_SHUTDOWN (65535:0) added, so routers that
+   * honour RFC 8326 move traffic away first; withdrawn after it. Absent or past: withdrawn at once.
+   */
+  readonly drainUntil?: number;
+}
+
+/** Asked at every pass for every UP app: a hold, or undefined (announce). Call `Reconciler.trigger()` when it changes. */
+export type HoldSource = (app: AppSpec) => Hold | undefined;
+
 export interface AppStatus {
   readonly app: string;
   readonly source: string;
@@ -46,6 +63,8 @@ export interface AppStatus {
   readonly cleanupAt?: number;
   /** The last effect that failed for this app, if it has not succeeded since. */
   readonly error?: string;
+  /** Why the app is not announced although its checks pass (maintenance, flap damping), and whether it is draining. */
+  readonly held?: { readonly reason: string; readonly drainingUntil?: number };
 }
 
 export interface ReconcilerStats {
@@ -82,6 +101,10 @@ export class Reconciler {
   /** Discovery sources that have not delivered their first apps yet, with the timer that stops waiting for them. */
   private readonly pendingSources = new Map<string, NodeJS.Timeout>();
   private readonly listeners: Array<(event: RouteEvent) => void> = [];
+  private readonly holdSources: HoldSource[] = [];
+  /** Wakes the reconciler when the earliest drain of a held app ends (its routes go then). */
+  private drainTimer: NodeJS.Timeout | undefined;
+  private drainTimerAt = 0;
   /**
    * The last NAT request that some apps' rules couldn't be made for (no local address of the family, a bad target):
    * the same request, with the chain still as written then, fails the same apps for the same reasons, so it is not
@@ -106,6 +129,20 @@ export class Reconciler {
 
   start(): void {
     this.scheduleResync();
+  }
+
+  /** Add a source of holds (maintenance, flap damping); the first that holds an app wins. */
+  addHoldSource(source: HoldSource): void {
+    this.holdSources.push(source);
+  }
+
+  /** The hold on `app` now, if any. */
+  holdOf(app: AppSpec): Hold | undefined {
+    for (const source of this.holdSources) {
+      const hold = source(app);
+      if (hold) return hold;
+    }
+    return undefined;
   }
 
   /** Replace options (reload): takes effect at the next pass. */
@@ -200,8 +237,10 @@ export class Reconciler {
       if (list) list.push(r.prefix.text);
       else announced.set(r.app, [r.prefix.text]);
     }
+    const now = Date.now();
     return this.registry.all().map((app) => {
       const st = this.state.get(app.name);
+      const hold = this.holdOf(app);
       return {
         app: app.name,
         source: app.source,
@@ -209,6 +248,7 @@ export class Reconciler {
         hostHeld: st?.hostHeld ?? false,
         ...(st?.cleanupAt !== undefined ? { cleanupAt: st.cleanupAt } : {}),
         ...(st?.error !== undefined ? { error: st.error } : {}),
+        ...(hold ? { held: { reason: hold.reason, ...(hold.drainUntil !== undefined && hold.drainUntil > now ? { drainingUntil: hold.drainUntil } : {}) } } : {}),
       };
     });
   }
@@ -298,6 +338,7 @@ export class Reconciler {
     this.stopped = true;
     clearTimeout(this.resyncTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.drainTimer);
     for (const st of this.state.values()) this.cancelCleanup(st);
     for (const timer of this.pendingSources.values()) clearTimeout(timer);
     this.pendingSources.clear();
@@ -358,11 +399,14 @@ export class Reconciler {
     this.retryTimer.unref?.();
   }
 
-  /** An UP app's routes: one per VIP, global communities then the app's own, de-duplicated, shared by all its VIPs. */
-  private desiredRoutes(app: AppSpec): Route[] {
+  /**
+   * An UP app's routes: one per VIP, global communities then the app's own, de-duplicated, shared by all its VIPs;
+   * `draining` adds GRACEFUL_SHUTDOWN.
+   */
+  private desiredRoutes(app: AppSpec, draining = false): Route[] {
     const seen = new Set<string>();
     const communities: Community[] = [];
-    for (const c of [...this.opts.bgp.communities, ...app.communities]) {
+    for (const c of [...this.opts.bgp.communities, ...app.communities, ...(draining ? [GRACEFUL_SHUTDOWN] : [])]) {
       if (!seen.has(c.text)) {
         seen.add(c.text);
         communities.push(c);
@@ -407,6 +451,8 @@ export class Reconciler {
     const wantNat: NatBinding[] = [];
     const undecided = new Set<string>();
     const upApps = new Set<string>();
+    const now = Date.now();
+    let drainEnds = Infinity;
     for (const app of apps) {
       const st = this.state.get(app.name);
       if (st) st.error = undefined; // this pass reports afresh
@@ -420,11 +466,16 @@ export class Reconciler {
           for (const rule of app.nats) wantNat.push({ app: app.name, vip, rule });
         }
       }
-      if (up) {
+      // Held (maintenance, flap damping): announced with 65535:0 while its drain lasts, then withdrawn in step 1.
+      const hold = up ? this.holdOf(app) : undefined;
+      const draining = hold?.drainUntil !== undefined && hold.drainUntil > now;
+      if (draining) drainEnds = Math.min(drainEnds, hold.drainUntil!);
+      if (up && (!hold || draining)) {
         upApps.add(app.name);
-        for (const r of this.desiredRoutes(app)) wantRoutes.set(r.prefix.text, r);
+        for (const r of this.desiredRoutes(app, draining)) wantRoutes.set(r.prefix.text, r);
       }
     }
+    this.wakeAt(drainEnds);
 
     if (this.pendingSources.size > 0) {
       const known = new Set(apps.flatMap((a) => a.vips.map((v) => v.text)));
@@ -606,9 +657,26 @@ export class Reconciler {
 
   private whyNot(app: string): string {
     if (app === '') return 'stale path from an earlier run';
-    if (!this.registry.get(app)) return 'app removed';
+    const spec = this.registry.get(app);
+    if (!spec) return 'app removed';
     const h = this.health.get(app);
+    const hold = h?.state === 'up' ? this.holdOf(spec) : undefined;
+    if (hold) return `held down: ${hold.reason}`;
     return h ? `app is ${h.state}: ${h.reason}` : 'app is not tracked';
+  }
+
+  /** A pass at `at` (Date.now() ms), when a drain ends; Infinity = none. */
+  private wakeAt(at: number): void {
+    if (at === this.drainTimerAt && this.drainTimer) return;
+    clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    this.drainTimerAt = at;
+    if (at === Infinity || this.stopped) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      void this.trigger();
+    }, Math.max(0, at - Date.now()) + 5);
+    this.drainTimer.unref?.();
   }
 
   private emit(event: RouteEvent): void {
