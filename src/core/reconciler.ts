@@ -278,43 +278,68 @@ export class Reconciler {
       clearTimeout(timer);
       if (!finished) {
         this.log.warn({ waited_ms: waitInFlightMs }, 'an action is still in flight at shutdown: withdrawing without waiting for it');
-        await this.withdrawAndClean(reason, drainMs);
-        // Whatever the late action announced or added goes too (the daemon's exit bound limits this wait).
-        await inFlight;
-        await this.withdrawAndClean(reason, 0);
+        const speakerAnswered = await this.withdrawAndClean(reason, drainMs);
+        // Whatever the late action announced or added goes too, if it ends soon; a speaker that did not answer is
+        // not asked again.
+        const late = await within(inFlight, SHUTDOWN_LATE_ACTION_MS);
+        if (!late.ok) this.log.error({ waited_ms: SHUTDOWN_LATE_ACTION_MS }, 'an action still in flight after the shutdown cleanup: whatever it adds when it ends stays (a hung ip, iptables or speaker call)');
+        else await this.withdrawAndClean(reason, 0, speakerAnswered);
         return;
       }
     }
     await this.queue.run(() => this.withdrawAndClean(reason, drainMs));
   }
 
-  private async withdrawAndClean(reason: string, drainMs: number): Promise<void> {
-    const routes = await this.router.listRoutes().catch((err) => {
-      this.log.error({ err }, 'could not list routes at shutdown; withdrawing the ones vipcast announced');
-      return [...(this.model?.routes.values() ?? [])];
-    });
+  /**
+   * Withdraw (after a drain), then remove rules and addresses. The speaker is asked first what it holds, within
+   * SHUTDOWN_LIST_MS: one that does not answer (frozen, gone) is not waited for, nor drained through; the withdraw gets
+   * SHUTDOWN_WITHDRAW_MS after the drain. Whatever the speaker did, the host is cleaned, and the log names the routes
+   * that may still be announced. Returns whether the speaker answered.
+   */
+  private async withdrawAndClean(reason: string, drainMs: number, askSpeaker = true): Promise<boolean> {
     const model = this.model ?? { routes: new Map<string, Route>(), vips: new Map<string, VipBinding>(), nat: [] };
-    const logFailure = (app: string, what: string, err: unknown) => {
-      this.stats.errors++;
-      this.log.error({ err, app }, `${what} failed at shutdown`);
-    };
-    let rest = drainMs > 0 && routes.length > 0 ? await this.drain(model, routes, drainMs, logFailure) : routes;
-    if (rest.length >= BULK_MIN && this.router.withdrawMany) {
-      try {
-        await this.router.withdrawMany(rest, reason);
-        for (const r of rest) this.recordWithdraw(model, r);
-        rest = [];
-      } catch (err) {
-        this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
+    const listed = askSpeaker ? await within(this.router.listRoutes(), SHUTDOWN_LIST_MS) : undefined;
+    if (listed?.ok) {
+      const routes = listed.value;
+      const logFailure = (app: string, what: string, err: unknown) => {
+        this.stats.errors++;
+        this.log.error({ err, app }, `${what} failed at shutdown`);
+      };
+      const pending = new Map(routes.map((r) => [r.prefix.text, r]));
+      const withdrawn = await within((async () => {
+        let rest = drainMs > 0 && routes.length > 0 ? await this.drain(model, routes, drainMs, logFailure) : routes;
+        if (rest.length >= BULK_MIN && this.router.withdrawMany) {
+          try {
+            await this.router.withdrawMany(rest, reason);
+            for (const r of rest) {
+              this.recordWithdraw(model, r);
+              pending.delete(r.prefix.text);
+            }
+            rest = [];
+          } catch (err) {
+            this.log.warn({ err, routes: rest.length }, 'bulk withdraw failed; withdrawing one by one');
+          }
+        }
+        for (const r of rest) {
+          await this.withdrawStep(model, r, reason, logFailure);
+          if (!model.routes.has(r.prefix.text)) pending.delete(r.prefix.text);
+        }
+      })(), drainMs + SHUTDOWN_WITHDRAW_MS);
+      if (!withdrawn.ok || pending.size > 0) {
+        this.log.error({ routes: [...pending.keys()], ...(withdrawn.ok ? {} : { waited_ms: drainMs + SHUTDOWN_WITHDRAW_MS }) }, `could not withdraw ${pending.size} route(s) at shutdown: the speaker may still announce them`);
       }
+    } else if (listed) {
+      const routes = [...model.routes.keys()];
+      this.stats.errors++;
+      this.log.error({ routes, ...(listed.err !== undefined ? { err: listed.err } : { waited_ms: SHUTDOWN_LIST_MS }) }, `could not withdraw at shutdown: the speaker ${listed.err !== undefined ? 'refused' : 'did not answer'}; it may still announce ${routes.length} route(s) of vipcast's (no drain); removing addresses and NAT rules anyway`);
     }
-    for (const r of rest) await this.withdrawStep(model, r, reason, logFailure);
     // Then rules, then addresses: cleanup() removes the NAT chain (and its jumps) before the addresses.
     await this.host.cleanup().catch((err) => this.log.error({ err }, 'could not remove every address and rule at shutdown'));
     if (this.model) {
       this.model.vips.clear();
       this.model.nat = [];
     }
+    return listed?.ok ?? false;
   }
 
   /**
@@ -702,6 +727,23 @@ export function dropsAtCleanup(app: AppSpec): boolean {
 
 /** How long shutdown waits for the action in flight before it withdraws anyway. */
 export const SHUTDOWN_WAIT_IN_FLIGHT_MS = 2000;
+/** How long shutdown waits for the speaker to list its routes: longer, and it is frozen or gone. */
+export const SHUTDOWN_LIST_MS = 1500;
+/** How long the withdraw may take after the drain. */
+export const SHUTDOWN_WITHDRAW_MS = 2000;
+/** After the cleanup, how long shutdown waits for an action that was in flight, to clean up after it. */
+export const SHUTDOWN_LATE_ACTION_MS = 1500;
+
+/** `p`'s outcome, or `{ ok: false }` without `err` if it has not settled within `ms`. Never rejects. */
+async function within<T>(p: Promise<T>, ms: number): Promise<{ ok: true; value: T } | { ok: false; err?: unknown }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<{ ok: false }>((resolve) => { timer = setTimeout(() => resolve({ ok: false }), ms); });
+  try {
+    return await Promise.race([p.then((value) => ({ ok: true as const, value }), (err: unknown) => ({ ok: false as const, err })), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** From this many announces in one pass on, a router with announceMany gets them in one call. */
 const BULK_MIN = 16;
