@@ -89,6 +89,12 @@ export function duration(minMs: number, hint = ''): (value: unknown, path: strin
 /** agent.state_file's default: /run is a tmpfs, emptied by a reboot together with the addresses it records. */
 export const DEFAULT_STATE_FILE = '/run/vipcast/host-state.json';
 
+/**
+ * agent.registrations_file's default: /var/lib survives a reboot, and so should registrations (a rebooted host's
+ * services come back and are expected to be announced again; their registrants may not re-register).
+ */
+export const DEFAULT_REGISTRATIONS_FILE = '/var/lib/vipcast/registrations.json';
+
 /** The most a shutdown drain may last: vipcast exits within 10 s of a signal, and the withdraw needs the rest. */
 export const MAX_SHUTDOWN_DRAIN_MS = 5000;
 
@@ -326,6 +332,11 @@ export const SCHEMA: Tree = {
     },
     pid_file: { doc: 'file `vipcast run` writes its pid to; "" = none', default: '', parse: pidFile },
     state_file: { doc: 'where vipcast records the loopback addresses it added (crash recovery)', default: DEFAULT_STATE_FILE, parse: pidFile },
+    registrations_file: {
+      doc: `where HTTP registrations are kept across restarts; "" = not kept; unset = ${DEFAULT_REGISTRATIONS_FILE} (with dry-run: not kept)`,
+      default: undefined,
+      parse: pidFile,
+    },
     shutdown_drain: {
       doc: 'on SIGTERM/SIGINT, re-announce every route with the graceful-shutdown community and wait this long before withdrawing; "0s" = off',
       default: '0s',

@@ -35,6 +35,11 @@ export interface AgentConfig {
   /** Where the host network records the addresses vipcast added, so a restart after a crash knows them. */
   readonly stateFile: string;
   /**
+   * Where the HTTP registrations are kept so a restart (and a reboot) registers them again ('' = not kept; unset in
+   * the file: DEFAULT_REGISTRATIONS_FILE, or '' with routing.plugin dry-run). See registration-store.ts.
+   */
+  readonly registrationsFile: string;
+  /**
    * Graceful shutdown (RFC 8326): on SIGTERM/SIGINT every route is re-announced with GRACEFUL_SHUTDOWN (65535:0) and
    * withdrawn this many ms later, so routers that honour it move traffic away first. 0 = withdraw at once.
    */

@@ -17,7 +17,7 @@ import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
 import { loadMonitorPlugin } from './plugin-loader.js';
 import {
-  DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
+  DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
   loadScalars, mapping,
 } from './config-schema.js';
 
@@ -367,6 +367,9 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
   }
   const pid = get<string | undefined>('agent.pid_file') ?? '';
   const state = get<string | undefined>('agent.state_file') ?? '';
+  // Unset: the persistent default, except for a dry run, which must not share (and overwrite) the file of a real
+  // vipcast on the same host; an explicit path is used in a dry run too.
+  const registrations = get<string | undefined>('agent.registrations_file');
   const socketMode = get<number | undefined>('agent.api_socket_mode');
   if (socketMode !== undefined && (socketMode & 0o002) !== 0 && get<boolean | undefined>('agent.api_insecure_open') !== true) {
     problems.add('agent.api_socket_mode', `"${socketMode.toString(8).padStart(4, '0')}" lets every local user connect and register (other-writable): drop the o+w bit, or set agent.api_insecure_open: true`);
@@ -386,6 +389,9 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
     checkWorkers: get<number>('agent.check_workers'),
     pidFile: pid === '' ? '' : path.resolve(baseDir, pid),
     stateFile: state === '' ? DEFAULT_STATE_FILE : path.resolve(baseDir, state),
+    registrationsFile: registrations === undefined
+      ? (get<string>('routing.plugin') === 'dry-run' ? '' : DEFAULT_REGISTRATIONS_FILE)
+      : registrations === '' ? '' : path.resolve(baseDir, registrations),
     shutdownDrainMs: get<number>('agent.shutdown_drain'),
     apiToken: apiToken(get, baseDir, env, problems),
     apiAllowedUsers: Object.freeze(get<string[] | undefined>('agent.api_allowed_users') ?? []),

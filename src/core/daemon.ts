@@ -19,6 +19,8 @@ import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
+import { RegistrationStore } from './registration-store.js';
+import { appFromRegistration } from './registration.js';
 
 export interface DaemonOptions {
   readonly configFile: string;
@@ -60,6 +62,8 @@ export class Daemon {
   private readonly log: Logger;
   /** Consul discovery, when agent.consul_addr and CONSUL_NODE are set. */
   consul: ConsulDiscovery | undefined;
+  /** HTTP registrations kept across restarts (agent.registrations_file of the config in force). */
+  readonly registrations: RegistrationStore;
 
   /** The pid file `vipcast run` writes once the daemon runs; a reload that changes agent.pid_file moves it. */
   readonly pidFile = new PidFile();
@@ -76,6 +80,7 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = opts.log;
+    this.registrations = new RegistrationStore({ file: () => this.generation?.config.agent.registrationsFile ?? '', log: opts.log.child({ component: 'registrations' }) });
     this.started = new Promise<boolean>((resolve) => (this.markStarted = resolve));
   }
 
@@ -162,6 +167,9 @@ export class Daemon {
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     this.addConfigApps(config.apps);
+    // HTTP registrations of the previous run, validated again as /register would now; config apps win. They start
+    // 'unknown' like every app after a restart: their paths are left alone until their first check, then adopted.
+    await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
     // Paths an earlier run left for Consul apps must not look stale before the first catalog read has said which
     // apps there are (a restart would flap them).
     if (!ConsulDiscovery.disabledReason(consulSettings(config.agent, this.env))) this.reconciler.holdForSource('consul', CONSUL_FIRST_READ_HOLD_MS);
@@ -203,6 +211,7 @@ export class Daemon {
       }
       this.registry.upsert({ ...app, rise: agent.rise, fall: agent.fall, intervalMs: agent.monitorIntervalMs, timeoutMs: agent.checkTimeoutMs });
     }
+    this.registrations.configChanged();
   }
 
   /**
@@ -258,13 +267,14 @@ export class Daemon {
         name: s.app, source: s.source, vips: spec.vips.map((v) => v.text), state: h?.state ?? 'unknown', reason: h?.reason ?? '',
         since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
         host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
+        ...(this.registrations.isRestored(s.app) ? { restored: true } : {}),
       };
     });
     const peers = await this.generation.router.peerStates().catch((err: Error) => ({ error: err.message }));
     return {
       version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
       routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
-      apps, peers, reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
+      apps, peers, registrations: this.registrations.status(), reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
     };
   }
 
@@ -378,6 +388,8 @@ export class Daemon {
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
     await withTimeout(this.reloads.idle(), 1000, 'reload in progress', this.log);
     if (this.api) await withTimeout(this.api.close(), 1000, 'HTTP API close', this.log);
+    // After the API: a registration answered during the withdraw is in the file too.
+    await withTimeout(this.registrations.close(), 1000, 'registrations file write', this.log);
     if (consul) await withTimeout(consul.close(), 1000, 'consul discovery close', this.log);
     if (this.generation) await closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log));
     if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);

@@ -67,6 +67,8 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   // The host network holds the addresses it added in memory and writes them to this file; a second file beside the
   // first would split that record (a crash would then leave addresses nobody cleans up).
   stateFile: 'restart',
+  // The next write goes to the new file (at once: Daemon.refreshRegisteredApps); the old one is left as it was.
+  registrationsFile: 'live',
 };
 
 export interface ConfigDiff {
