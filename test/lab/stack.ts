@@ -27,7 +27,7 @@ export interface Stack {
   readonly dir: string;
   /** The BIRD protocol name of the main session. */
   readonly protocol: string;
-  /** A config's `bgp` and `routing` sections for this lab (YAML), plus agent state/pid files in `dir`. */
+  /** A config's `bgp` and `routing` sections for this lab (YAML), plus agent state/pid/registrations files in `dir`. */
   /** `localIp: false` leaves bgp.local_ip unset: each session then uses the address facing its peer. */
   baseConfig(extraAgent?: string, opts?: { listenAddr?: string; localAs?: number; peers?: string; localIp?: boolean }): string;
   /** Write `vipcast.yaml` (or `name`) in dir; returns its path. */
@@ -77,6 +77,7 @@ export async function createStack(opts: StackOptions = {}): Promise<Stack> {
   listen_addr: "${o.listenAddr ?? ''}"
   monitor_interval: 200ms
   state_file: ${join(dir, 'host-state.json')}
+  registrations_file: ${join(dir, 'registrations.json')}
   pid_file: ${join(dir, 'vipcast.pid')}
 ${extraAgent}
 routing:
