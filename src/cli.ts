@@ -23,6 +23,10 @@ Usage:
   vipcast validate -c FILE                              check a config file; exit 0 (summary) or 2 (every error)
   vipcast reload [-c FILE] [--pid-file FILE]            make the running daemon reload its config (SIGHUP)
   vipcast status [-c FILE | --api ADDR] [--json]        the running daemon's apps, routes, peers and last reload
+  vipcast maintenance APP on|off [-c FILE | --api ADDR]  take an app out of service (its routes withdrawn, drained
+                                                        first with agent.shutdown_drain) or put it back
+  vipcast maintenance --all on|off [-c FILE | --api ADDR]  the same for every app (host-wide, planned work)
+  vipcast maintenance [-c FILE | --api ADDR] [--json]   list what is in maintenance, by whom and since when
   vipcast --help | --version
 
 Options:
@@ -30,28 +34,36 @@ Options:
   --dry-run             log every route and host change instead of making it (no gobgpd, no root needed)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
   --api ADDR            with status: the daemon's API address (default: agent.listen_addr of the config)
-  --json                with status: the raw /status JSON
+  --json                with status: the raw /status JSON; with maintenance: the raw answer
+  --all                 with maintenance: the whole host
   --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config); for run, it
                         overrides agent.pid_file (written once the daemon runs, removed at exit)
 
 Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit); SIGHUP reloads the config
-(one sent while vipcast is still starting is answered by a reload once it runs).`;
+(one sent while vipcast is still starting is answered by a reload once it runs).
+
+Maintenance is kept across reloads and restarts (agent.maintenance_state_file). With -c, the token of
+agent.api_token_file / agent.api_token_env is sent; without one, root or agent.api_allowed_users may call it over
+loopback, anyone who can open a unix socket API. Exit: 0 done, 1 daemon unreachable or the change refused, 2 usage.`;
 
 interface Args {
-  command: 'run' | 'validate' | 'reload' | 'status' | 'help' | 'version';
+  command: 'run' | 'validate' | 'reload' | 'status' | 'maintenance' | 'help' | 'version';
   config?: string;
   dryRun: boolean;
   logLevel: string;
   pidFile?: string;
   api?: string;
   json?: boolean;
+  /** maintenance: APP and on|off (or only on|off with --all; none to list). */
+  positional: string[];
+  all?: boolean;
 }
 
 export function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { command: 'run', dryRun: false, logLevel: 'info' };
+  const args: Args = { command: 'run', dryRun: false, logLevel: 'info', positional: [] };
   let i = 0;
   const first = argv[0];
-  if (first === 'run' || first === 'validate' || first === 'reload' || first === 'status') {
+  if (first === 'run' || first === 'validate' || first === 'reload' || first === 'status' || first === 'maintenance') {
     args.command = first;
     i = 1;
   } else if (first === 'help') {
@@ -76,11 +88,16 @@ export function parseArgs(argv: readonly string[]): Args {
       case '--pid-file': args.pidFile = take(); break;
       case '--api': args.api = take(); break;
       case '--json': args.json = true; break;
+      case '--all': args.all = true; break;
       case '-h': case '--help': case '-help': args.command = 'help'; return args;
       case '--version': case '-version': args.command = 'version'; return args;
       // glog flags gocast users pass: accepted and ignored.
       case '-logtostderr': case '--logtostderr': case '-alsologtostderr': break;
       default:
+        if (args.command === 'maintenance' && !a.startsWith('-')) {
+          args.positional.push(a);
+          break;
+        }
         if (/^--?v=\d+$/.test(a)) break;
         throw new VipcastError('VIPCAST_ERR_USAGE', `unknown argument "${a}" (see vipcast --help)`);
     }
@@ -88,10 +105,25 @@ export function parseArgs(argv: readonly string[]): Args {
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(args.logLevel)) {
     throw new VipcastError('VIPCAST_ERR_USAGE', `--log-level: "${args.logLevel}" is not one of trace, debug, info, warn, error`);
   }
+  if (args.command === 'maintenance') maintenanceUsage(args);
   if ((args.command === 'run' || args.command === 'validate') && !args.config) {
     throw new VipcastError('VIPCAST_ERR_USAGE', `${args.command} needs a config file: -c FILE`);
   }
   return args;
+}
+
+/** `maintenance APP on|off`, `maintenance --all on|off` or `maintenance` (list); anything else is a usage error. */
+function maintenanceUsage(args: Args): void {
+  const p = args.positional;
+  const state = p[p.length - 1];
+  const usage = 'usage: vipcast maintenance APP on|off, vipcast maintenance --all on|off, or vipcast maintenance (list)';
+  if (args.all) {
+    if (p.length !== 1 || (state !== 'on' && state !== 'off')) throw new VipcastError('VIPCAST_ERR_USAGE', `maintenance --all needs on or off (${usage})`);
+  } else if (p.length === 1) {
+    throw new VipcastError('VIPCAST_ERR_USAGE', `maintenance ${p[0]}: on or off is missing (${usage})`);
+  } else if (p.length > 2 || (p.length === 2 && state !== 'on' && state !== 'off')) {
+    throw new VipcastError('VIPCAST_ERR_USAGE', `maintenance: "${p.join(' ')}" is not APP on|off (${usage})`);
+  }
 }
 
 function version(): string {
@@ -114,37 +146,81 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (args.command === 'validate') return validate(args.config!);
   if (args.command === 'reload') return reload(args);
   if (args.command === 'status') return status(args);
+  if (args.command === 'maintenance') return maintenance(args);
   return run(args);
 }
 
-async function status(args: Args): Promise<void> {
+/**
+ * The daemon's API address (--api, else agent.listen_addr of -c FILE) and, from -c FILE, its bearer token; undefined
+ * (exit code 2 set, the problem printed) when there is none.
+ */
+async function apiOf(args: Args, command: string, wantToken: boolean): Promise<{ listenAddr: string; token: string } | undefined> {
   let listenAddr = args.api;
-  if (listenAddr === undefined) {
-    if (!args.config) {
-      process.stderr.write('vipcast status: pass --api ADDR or -c FILE (its agent.listen_addr)\n');
-      process.exitCode = 2;
-      return;
-    }
+  let token = '';
+  if (listenAddr === undefined && !args.config) {
+    process.stderr.write(`vipcast ${command}: pass --api ADDR or -c FILE (its agent.listen_addr)\n`);
+    process.exitCode = 2;
+    return undefined;
+  }
+  if (args.config && (listenAddr === undefined || wantToken)) {
     const { loadConfig } = await import('./core/config.js');
     try {
-      listenAddr = (await loadConfig(resolve(args.config), { env: process.env })).agent.listenAddr;
+      const agent = (await loadConfig(resolve(args.config), { env: process.env })).agent;
+      listenAddr ??= agent.listenAddr;
+      token = agent.apiToken;
     } catch (err) {
       printConfigError(args.config, err);
       process.exitCode = 2;
-      return;
+      return undefined;
     }
     if (listenAddr === '') {
-      process.stderr.write(`vipcast status: ${args.config} has no API (agent.listen_addr is empty)\n`);
+      process.stderr.write(`vipcast ${command}: ${args.config} has no API (agent.listen_addr is empty)\n`);
       process.exitCode = 2;
-      return;
+      return undefined;
     }
   }
+  return { listenAddr: listenAddr!, token };
+}
+
+async function status(args: Args): Promise<void> {
+  const api = await apiOf(args, 'status', false);
+  if (!api) return;
+  const { listenAddr } = api;
   const { fetchStatus, formatStatus } = await import('./status-command.js');
   try {
     const { body, status: s } = await fetchStatus(listenAddr);
     process.stdout.write(args.json ? `${body}\n` : `${formatStatus(s)}\n`);
   } catch (err) {
     process.stderr.write(`vipcast status: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
+async function maintenance(args: Args): Promise<void> {
+  const api = await apiOf(args, 'maintenance', true);
+  if (!api) return;
+  const { apiRequest, formatMaintenance, formatMaintenanceChange } = await import('./status-command.js');
+  const p = args.positional;
+  const change = p.length > 0;
+  const path = change ? `/maintenance?${new URLSearchParams({ app: args.all ? '*' : p[0]!, state: p[p.length - 1]!, by: 'cli' }).toString()}` : '/maintenance';
+  try {
+    const res = await apiRequest(api.listenAddr, change ? 'POST' : 'GET', path, api.token);
+    let body: Record<string, unknown> | undefined;
+    try {
+      body = JSON.parse(res.body) as Record<string, unknown>;
+    } catch {
+      body = undefined;
+    }
+    if (res.code !== 200 || !body) {
+      const why = typeof body?.error === 'string' ? body.error : res.body.trim().slice(0, 300);
+      process.stderr.write(`vipcast maintenance: the daemon answered ${res.code}: ${why}\n`);
+      process.exitCode = res.code === 400 ? 2 : 1;
+      return;
+    }
+    if (args.json) process.stdout.write(`${res.body}\n`);
+    else process.stdout.write(`${change ? formatMaintenanceChange(body as never) : formatMaintenance(body as never)}\n`);
+  } catch (err) {
+    process.stderr.write(`vipcast maintenance: ${(err as Error).message}\n`);
     process.exitCode = 1;
   }
 }

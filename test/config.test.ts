@@ -74,6 +74,9 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     pidFile: path.join(root, 'test/fixtures/configs/run/vipcast.pid'),
     stateFile: path.join(root, 'test/fixtures/configs/run/host-state.json'),
     registrationsFile: path.join(root, 'test/fixtures/configs/run/registrations.json'),
+    maintenanceStateFile: path.join(root, 'test/fixtures/configs/run/maintenance.json'),
+    maintenanceFile: path.join(root, 'test/fixtures/configs/run/maintenance'),
+    maintenanceDir: path.join(root, 'test/fixtures/configs/run/maintenance.d'),
     shutdownDrainMs: 2500,
     apiToken: 'full-api-token-0123456789',
     apiAllowedUsers: ['deploy', '1001'],
@@ -142,6 +145,9 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     stateFile: '/run/vipcast/host-state.json',
     registrationsFile: '',
     shutdownDrainMs: 0,
+    maintenanceStateFile: '',
+    maintenanceFile: '',
+    maintenanceDir: '',
     apiToken: '',
     apiAllowedUsers: [],
     apiAllowedGroups: [],
@@ -242,6 +248,18 @@ t.test('environment: CONSUL_TOKEN wins over the file (an empty one does not), VI
 
 t.test('pid_file: relative paths resolve against the config folder', async (t) => {
   const config = parseConfigText('agent: { pid_file: vipcast.pid }', '/etc/vipcast/vipcast.yaml', { env: {}, routingPlugin: 'dry-run' });
+t.test('maintenance keys: relative paths from the config folder; the state file defaults under /var/lib/vipcast, not in a dry run', async (t) => {
+  const config = parseConfigText('agent: { maintenance_file: maint, maintenance_dir: maint.d/, maintenance_state_file: m.json }', '/etc/vipcast/vipcast.yaml', { env: {}, routingPlugin: 'dry-run' });
+  t.equal(config.agent.maintenanceFile, '/etc/vipcast/maint');
+  t.equal(config.agent.maintenanceDir, '/etc/vipcast/maint.d');
+  t.equal(config.agent.maintenanceStateFile, '/etc/vipcast/m.json');
+  const real = parseConfigText('bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }\nrouting: { gobgp: { address: "127.0.0.1:50051" } }', '/etc/vipcast/vipcast.yaml', { env: {} });
+  t.equal(real.agent.maintenanceStateFile, '/var/lib/vipcast/maintenance.json', 'kept across reboots by default');
+  t.equal(real.agent.maintenanceFile, '', 'no file by default');
+  t.equal(real.agent.maintenanceDir, '', 'no folder by default');
+  t.equal(parse('agent: { maintenance_state_file: "" }').agent.maintenanceStateFile, '', '"" = not kept');
+});
+
   t.equal(config.agent.pidFile, '/etc/vipcast/vipcast.pid');
   t.equal(parse('agent: { pid_file: /run/vipcast.pid }').agent.pidFile, '/run/vipcast.pid');
 });
@@ -305,6 +323,9 @@ const BAD: Bad[] = [
   { yaml: 'agent: { pid_file: /run/ }', path: 'agent.pid_file', message: 'is not a file path' },
   // bgp scalars
   { yaml: 'bgp: { local_as: 0 }', path: 'bgp.local_as', message: '0 is not an AS number (1..4294967295)' },
+  { yaml: 'agent: { maintenance_state_file: /var/lib/ }', path: 'agent.maintenance_state_file', message: 'is not a file path' },
+  { yaml: 'agent: { maintenance_file: 7 }', path: 'agent.maintenance_file', message: 'is not a file path' },
+  { yaml: 'agent: { maintenance_dir: "/" }', path: 'agent.maintenance_dir', message: 'is not a folder path' },
   { yaml: 'bgp: { local_as: 4294967296 }', path: 'bgp.local_as', message: 'is not an AS number' },
   { yaml: 'bgp: { local_ip: 300.1.1.1 }', path: 'bgp.local_ip', message: '"300.1.1.1" is not an IP address' },
   { yaml: 'bgp: { communities: [asn:nnnn] }', path: 'bgp.communities[0]', message: '"asn:nnnn" is not a community' },

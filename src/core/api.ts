@@ -1,6 +1,7 @@
 /**
  * HTTP API (fastify). gocast-compatible paths and parameters: /register, /unregister, /info (any method, as
- * gocast's ServeMux); plus /status, /metrics, /healthz and POST /reload. Never returns a password or token.
+ * gocast's ServeMux); plus /status, /metrics, /healthz, POST /reload and GET/POST /maintenance. Never returns a
+ * password or token.
  *
  * Differences from gocast, on purpose: a refused registration (VIP taken, bad parameter) answers 400/409 with the
  * reason instead of 200 or a dropped connection; exec monitors are refused from HTTP (gocast ran them as root).
@@ -18,6 +19,8 @@ import { consulSettings } from './config.js';
 import { ApiGuard, Accounts, OncePer, isLoopbackHost } from './api-auth.js';
 import { unixSocketPath } from './config-schema.js';
 import { splitListen } from './listen-addr.js';
+import { ALL_APPS } from './maintenance.js';
+import { APP_NAME } from './values.js';
 
 export interface ApiServer {
   /** The agent.listen_addr it was started with. */
@@ -47,6 +50,8 @@ export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): Fa
   const refusals = new OncePer(60_000);
   // The uid behind a connection does not change while it is open: one lookup per keep-alive connection.
   const peerUids = new WeakMap<Socket, Promise<number | undefined>>();
+  /** Who an authorized request came from ("uid 0", "the unix socket"): maintenance records it. */
+  const callers = new WeakMap<FastifyRequest, string>();
 
   app.addHook('onRequest', async (req, reply) => {
     if (req.raw.url !== undefined && req.raw.url.length > API_MAX_URL) {
@@ -70,7 +75,10 @@ export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): Fa
         return p;
       },
     );
-    if (decision.ok) return undefined;
+    if (decision.ok) {
+      callers.set(req, decision.who);
+      return undefined;
+    }
     const suppressed = refusals.pass(`${decision.who} ${decision.status} ${action}`);
     // Never the token or the Authorization header: only who, where and why.
     if (suppressed !== undefined) log.warn({ caller: decision.who, path: action, status: decision.status, reason: decision.reason, ...(suppressed ? { suppressed } : {}) }, 'API request refused');
@@ -126,6 +134,43 @@ export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): Fa
   app.post('/reload', { preHandler: authorize }, async (_req, reply) => {
     const result = await daemon.requestReload('api');
     return reply.code(result.ok ? 200 : 422).send(result);
+  });
+
+  // Maintenance (maintenance.ts). GET lists it (read-only, like /status); POST changes it (authorized like /register).
+  const maintenanceList = () => {
+    const { host, apps } = daemon.maintenance.list();
+    const registered = daemon.registry.all().map((a) => a.name);
+    return {
+      host: Object.keys(host).length ? host : null,
+      apps: Object.fromEntries(Object.entries(apps).map(([name, e]) => [name, { ...e, registered: daemon.registry.get(name) !== undefined }])),
+      in_maintenance: registered.filter((n) => daemon.maintenance.entryOf(n)).sort(),
+    };
+  };
+  app.get('/maintenance', async () => maintenanceList());
+  app.post('/maintenance', { preHandler: authorize }, async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const bad = (param: string, message: string) => reply.code(400).send({ error: `${param}: ${message}` });
+    const name = q.app;
+    if (typeof name !== 'string' || name === '') return bad('app', 'missing: an app name, or "*" for every app (host-wide)');
+    if (name !== ALL_APPS && !APP_NAME.test(name)) return bad('app', `"${name.slice(0, 80)}" is not an app name (1-64 of A-Z a-z 0-9 _ . -), nor "*"`);
+    const state = q.state;
+    if (state !== 'on' && state !== 'off') return bad('state', `${typeof state === 'string' ? `"${state.slice(0, 20)}"` : 'missing'}: must be "on" or "off"`);
+    const by = q.by ?? 'api';
+    if (by !== 'api' && by !== 'cli') return bad('by', `"${String(by).slice(0, 20)}" is not "api" or "cli"`);
+    // An app that is not registered can't be put in maintenance; one whose maintenance outlived it (a reload removed
+    // it) can still be taken out.
+    if (name !== ALL_APPS && !daemon.registry.get(name) && !(state === 'off' && daemon.maintenance.list().apps[name]?.api)) {
+      return reply.code(404).send({ error: `app: no app "${name}" is registered` });
+    }
+    let saveError: string | undefined;
+    await daemon.maintenance.set(name, state === 'on', by, callers.get(req)).catch((err: Error) => (saveError = err.message));
+    const now = name === ALL_APPS ? daemon.maintenance.host : daemon.maintenance.view(name);
+    const body = {
+      app: name, state, maintenance: now ?? null,
+      ...(state === 'off' && now ? { note: `still in maintenance: ${now.by === 'file' ? `${now.file} exists` : `${now.host_wide ? 'host-wide ' : ''}maintenance set by ${now.by}`}` } : {}),
+      ...(saveError ? { error: `${saveError}: the change is in force but a restart would lose it` } : {}),
+    };
+    return reply.code(saveError ? 500 : 200).send(body);
   });
   return app;
 }

@@ -40,6 +40,15 @@ export interface AgentConfig {
    */
   readonly registrationsFile: string;
   /**
+   * Where maintenance set through the API or the CLI is kept so a restart (and a reboot) keeps it ('' = not kept; unset
+   * in the file: DEFAULT_MAINTENANCE_STATE_FILE, or '' with routing.plugin dry-run). See maintenance.ts.
+   */
+  readonly maintenanceStateFile: string;
+  /** While this file exists every app is in maintenance ('' = none). */
+  readonly maintenanceFile: string;
+  /** While `<maintenanceDir>/<APP>` exists, APP is in maintenance ('' = none). */
+  readonly maintenanceDir: string;
+  /**
    * Graceful shutdown (RFC 8326): on SIGTERM/SIGINT every route is re-announced with GRACEFUL_SHUTDOWN (65535:0) and
    * withdrawn this many ms later, so routers that honour it move traffic away first. 0 = withdraw at once.
    */

@@ -17,7 +17,7 @@ import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
 import { loadMonitorPlugin } from './plugin-loader.js';
 import {
-  DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
+  DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
   loadScalars, mapping,
 } from './config-schema.js';
 
@@ -402,6 +402,10 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
   });
 }
 
+  // As registrations_file: a dry run never shares the default with a real vipcast.
+  const maintenanceState = get<string | undefined>('agent.maintenance_state_file');
+  const maintenanceFile = get<string | undefined>('agent.maintenance_file') ?? '';
+  const maintenanceDir = get<string | undefined>('agent.maintenance_dir') ?? '';
 /** RFC 6750's b64token, 16..4096 characters: what `Authorization: Bearer` can carry. */
 const TOKEN = /^[A-Za-z0-9\-._~+/]{16,4096}=*$/;
 
@@ -424,6 +428,11 @@ function apiToken(get: Get, baseDir: string, env: NodeJS.ProcessEnv, problems: P
       return '';
     }
     return token;
+    maintenanceStateFile: maintenanceState === undefined
+      ? (get<string>('routing.plugin') === 'dry-run' ? '' : DEFAULT_MAINTENANCE_STATE_FILE)
+      : maintenanceState === '' ? '' : path.resolve(baseDir, maintenanceState),
+    maintenanceFile: maintenanceFile === '' ? '' : path.resolve(baseDir, maintenanceFile),
+    maintenanceDir: maintenanceDir === '' ? '' : path.resolve(baseDir, maintenanceDir),
   };
   if (envName !== '') {
     const value = env[envName];

@@ -19,6 +19,7 @@ import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
+import { Maintenance } from './maintenance.js';
 import { RegistrationStore } from './registration-store.js';
 import { appFromRegistration } from './registration.js';
 
@@ -54,6 +55,8 @@ export class Daemon {
   commandPool!: CheckPool;
   health!: HealthTracker;
   reconciler!: Reconciler;
+  /** Apps in maintenance (API, CLI, files): by name, daemon state kept across reloads and, saved, across restarts. */
+  maintenance!: Maintenance;
   generation!: Generation;
   private stopping: Promise<void> | undefined;
   private api: ApiServer | undefined;
@@ -135,6 +138,17 @@ export class Daemon {
     };
     this.health = new HealthTracker(runner, this.log.child({ component: 'health' }));
     this.reconciler = new Reconciler(this.registry, this.health, router, host, reconcilerOptions(config), this.log.child({ component: 'reconciler' }));
+    // Maintenance is the operator's word: its hold comes first. Restored (and its files looked at) before any app is
+    // tracked, so a restart never announces an app in maintenance, not even for a moment.
+    this.maintenance = new Maintenance({
+      stateFile: () => this.config.agent.maintenanceStateFile, hostFile: () => this.config.agent.maintenanceFile, dir: () => this.config.agent.maintenanceDir,
+      drainMs: () => this.config.agent.shutdownDrainMs,
+      announced: () => this.reconciler.status().filter((s) => s.announced.length > 0).map((s) => s.app),
+      onChange: () => void this.reconciler.trigger(), log: this.log.child({ component: 'maintenance' }),
+    });
+    this.reconciler.addHoldSource(this.maintenance.hold);
+    await this.maintenance.start();
+    this.metrics.observeMaintenance(() => ({ apps: this.registry.all().filter((a) => this.maintenance.entryOf(a.name)).length, host: this.maintenance.host !== undefined }));
 
     this.metrics.observe({
       appStates: () => this.health.all().map((h) => h.state),
@@ -267,13 +281,16 @@ export class Daemon {
         name: s.app, source: s.source, vips: spec.vips.map((v) => v.text), state: h?.state ?? 'unknown', reason: h?.reason ?? '',
         since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
         host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
+        ...(s.held ? { held: { reason: s.held.reason, ...(s.held.drainingUntil ? { draining_until: new Date(s.held.drainingUntil).toISOString() } : {}) } } : {}),
         ...(this.registrations.isRestored(s.app) ? { restored: true } : {}),
+        ...maintenanceStatus(this.maintenance.view(s.app)),
       };
     });
     const peers = await this.generation.router.peerStates().catch((err: Error) => ({ error: err.message }));
     return {
       version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
       routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
+      maintenance: { host: this.maintenance.host ?? null },
       apps, peers, registrations: this.registrations.status(), reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
     };
   }
@@ -382,6 +399,7 @@ export class Daemon {
     this.log.info({ reason }, 'stopping: withdrawing every route');
     clearInterval(this.keepAlive);
     this.health?.close();
+    this.maintenance?.close();
     const consul = this.consul;
     this.consul = undefined;
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
@@ -397,6 +415,11 @@ export class Daemon {
     if (this.retiringPools.size > 0) await withTimeout(Promise.all(this.retiringPools.values()), 1000, 'replaced check pools close', this.log);
     this.log.info('stopped');
   }
+}
+
+/** /status's `maintenance` of an app: while it is in maintenance, since when and by whom (api, cli, file). */
+function maintenanceStatus(view: ReturnType<Maintenance['view']>): Record<string, unknown> {
+  return view ? { maintenance: view } : {};
 }
 
 export function reconcilerOptions(config: VipcastConfig): ReconcilerOptions {

@@ -59,6 +59,16 @@ export class Metrics {
    * Gauges and the error counter are read from the daemon's own state when /metrics is scraped, so they can't drift
    * from it: app states from the health tracker, routes and failed effects from the reconciler.
    */
+  private maintenanceSource: (() => { apps: number; host: boolean }) | undefined;
+  readonly appsInMaintenance: Gauge = new Gauge({
+    name: 'vipcast_apps_in_maintenance', help: 'Registered apps in maintenance now (their own, or host-wide)', registers: [this.registry],
+    collect: (): void => { this.appsInMaintenance.set(this.maintenanceSource?.().apps ?? 0); },
+  });
+  readonly hostMaintenance: Gauge = new Gauge({
+    name: 'vipcast_host_maintenance', help: '1 while the whole host is in maintenance (API, CLI or agent.maintenance_file), else 0', registers: [this.registry],
+    collect: (): void => { this.hostMaintenance.set(this.maintenanceSource?.().host ? 1 : 0); },
+  });
+
   observe(source: MetricSource): void {
     this.source = source;
   }
@@ -71,6 +81,11 @@ export class Metrics {
       queueLength: (read) => {
         this.queueReaders.set(pool, read);
       },
+  /** Where the maintenance gauges are read from at scrape time (the daemon's Maintenance). */
+  observeMaintenance(read: () => { apps: number; host: boolean }): void {
+    this.maintenanceSource = read;
+  }
+
     };
   }
 }
