@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   VIPCAST_ERR_PLUGIN_VERSION: "a plugin needs a plugin API version this vipcast doesn't provide",
   VIPCAST_ERR_ROUTER: 'the routing backend (gobgpd) refused or failed an operation',
   VIPCAST_ERR_ROUTER_CONFLICT: 'gobgpd already runs with another AS or its listen port is taken',
+  VIPCAST_ERR_SPEAKER: 'the managed gobgpd (routing.gobgp.managed) could not start: binary or setpriv missing, socket directory not private, socket served by another process, or gobgpd did not answer',
   VIPCAST_ERR_HOST: 'a host command (ip, iptables) failed',
   VIPCAST_ERR_HOST_PERMISSION: 'a host command was refused for lack of privileges (run as root or with CAP_NET_ADMIN)',
   VIPCAST_ERR_HOST_BINARY: 'a host command (ip, iptables-restore) is not installed',

@@ -4,3 +4,4 @@
  */
 export { GobgpRouter, type GobgpRouterOptions } from './router.js';
 export { localIpFor, resolveDefaultGateway, type IpRunner } from './net.js';
+export { ManagedGobgpd, managedSocket, type ManagedGobgpdOptions } from './managed.js';

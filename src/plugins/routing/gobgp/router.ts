@@ -23,7 +23,8 @@ import {
 
 export interface GobgpRouterOptions {
   bgp: BgpConfig;
-  gobgp: RoutingConfig['gobgp'];
+  /** Only the address: whether gobgpd is managed is the daemon's business (a managed one is up before the router starts). */
+  gobgp: Pick<RoutingConfig['gobgp'], 'address'>;
   log: Logger;
   /** Runs `ip` for peer discovery (default: the host's `ip`; tests run it inside a namespace). */
   runIp?: IpRunner;
