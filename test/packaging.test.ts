@@ -1,7 +1,9 @@
 /**
- * The systemd unit pair in packaging/systemd, as far as it runs without systemd as PID 1: the two units agree with
- * each other and with vipcast (socket path, exit code, signals), and the exact gobgpd command line of
- * gobgpd-vipcast.service, driven by vipcast through the unit's Environment=, gets a route to a real BIRD.
+ * The systemd units in packaging/systemd, as far as they run without systemd as PID 1: vipcast.service alone runs
+ * vipcast with its managed gobgpd (managed-gobgpd.test runs that mode in the lab); the unit pair (gobgpd-vipcast.service
+ * plus the drop-in vipcast.service.d/gobgpd-vipcast.conf) agree with each other and with vipcast (socket path, exit
+ * code, signals), and the exact gobgpd command line of gobgpd-vipcast.service, driven by vipcast through the
+ * drop-in's Environment=, gets a route to a real BIRD.
  * (BindsTo=/PartOf= themselves are systemd's to enforce; gobgp-daemon.test shows why they are needed.)
  */
 import t from 'tap';
@@ -15,6 +17,7 @@ import { createLab, labSkip, waitFor } from './lab/netns.js';
 import { startGobgpd } from './lab/gobgpd.js';
 import { createStack } from './lab/stack.js';
 import { BIN, DaemonProcess } from './helpers/daemon.js';
+import { loadConfig } from '../src/core/config.js';
 
 const run = async (cmd: string, args: string[]) => (await promisify(execFile)(cmd, args, { timeout: 10_000 })).stdout;
 
@@ -40,18 +43,35 @@ const one = (unit: Map<string, string[]>, key: string): string => {
 const words = (unit: Map<string, string[]>, key: string): string[] => (unit.get(key) ?? []).flatMap((v) => v.split(/\s+/));
 
 const vipcastUnit = readUnit('vipcast.service');
+/** vipcast.service with the pair's drop-in, as systemd merges them (these keys add up). */
+const pairDropIn = readUnit('vipcast.service.d/gobgpd-vipcast.conf');
+const vipcastPairUnit = new Map([...vipcastUnit].map(([k, v]) => [k, [...v]]));
+for (const [k, v] of pairDropIn) vipcastPairUnit.set(k, [...(vipcastPairUnit.get(k) ?? []), ...v]);
 const gobgpdUnit = readUnit('gobgpd-vipcast.service');
 const gobgpdArgv = one(gobgpdUnit, 'ExecStart').split(/\s+/);
 const apiHosts = gobgpdArgv[gobgpdArgv.indexOf('--api-hosts') + 1]!;
-const envAddress = (vipcastUnit.get('Environment') ?? []).map((e) => /^VIPCAST_GOBGP_ADDRESS=(.*)$/.exec(e)?.[1]).find(Boolean);
+const envAddress = (vipcastPairUnit.get('Environment') ?? []).map((e) => /^VIPCAST_GOBGP_ADDRESS=(.*)$/.exec(e)?.[1]).find(Boolean);
 
-t.test('the two units agree with each other and with vipcast', async (t) => {
+t.test('vipcast.service alone runs the managed gobgpd: no gobgpd address in its environment, no gobgpd unit pulled in, the socket directory inside its RuntimeDirectory', async (t) => {
+  t.notOk((vipcastUnit.get('Environment') ?? []).some((e) => e.startsWith('VIPCAST_GOBGP_ADDRESS=')), 'no VIPCAST_GOBGP_ADDRESS: a config without routing.gobgp.address is managed');
+  t.notOk([...words(vipcastUnit, 'Wants'), ...words(vipcastUnit, 'Requires'), ...words(vipcastUnit, 'After')].includes('gobgpd-vipcast.service'), 'no gobgpd unit needed');
+  t.ok(words(vipcastUnit, 'Conflicts').includes('gobgpd.service'), 'Debian\'s gobgpd.service (port 179) never runs beside it');
+  const file = join(t.testdir(), 'vipcast.yaml');
+  writeFileSync(file, 'bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }\n');
+  const env = Object.fromEntries((vipcastUnit.get('Environment') ?? []).map((e) => e.split('=', 2) as [string, string]));
+  const routing = (await loadConfig(file, { env })).routing;
+  t.equal(routing.gobgp.managed, true, 'the unit\'s environment leaves the config managed');
+  t.equal(dirname(routing.gobgp.socketDir), `/run/${one(vipcastUnit, 'RuntimeDirectory')}`, 'the default socket dir is inside the unit\'s RuntimeDirectory (kept across a crash, with the state file)');
+  t.equal(one(vipcastUnit, 'KillMode'), 'mixed', 'stop: SIGTERM to vipcast alone (it stops gobgpd last), SIGKILL to what is left');
+});
+
+t.test('the two units of the pair (with the drop-in) agree with each other and with vipcast', async (t) => {
   t.match(apiHosts, /^unix:\/\/\//, 'gobgpd serves its API on a unix socket');
   t.equal(envAddress, apiHosts, 'vipcast.service points VIPCAST_GOBGP_ADDRESS at the socket gobgpd-vipcast.service serves');
   t.equal(dirname(apiHosts.slice('unix://'.length)), `/run/${one(gobgpdUnit, 'RuntimeDirectory')}`, 'the socket is in the unit\'s RuntimeDirectory');
   t.ok(existsSync(gobgpdArgv[0]!), `${gobgpdArgv[0]} exists (where Debian's gobgpd package puts it)`);
   for (const key of ['BindsTo', 'PartOf', 'Before']) t.ok(words(gobgpdUnit, key).includes('vipcast.service'), `gobgpd-vipcast.service ${key}=vipcast.service`);
-  for (const key of ['Wants', 'After']) t.ok(words(vipcastUnit, key).includes('gobgpd-vipcast.service'), `vipcast.service ${key}=gobgpd-vipcast.service`);
+  for (const key of ['Wants', 'After']) t.ok(words(vipcastPairUnit, key).includes('gobgpd-vipcast.service'), `vipcast.service (drop-in) ${key}=gobgpd-vipcast.service`);
   t.equal(one(gobgpdUnit, 'Type'), 'notify');
   t.ok(gobgpdArgv.includes('--sdnotify'), 'Type=notify goes with gobgpd --sdnotify');
   t.equal(one(vipcastUnit, 'KillSignal'), 'SIGTERM', 'stop = SIGTERM, which withdraws everything');
