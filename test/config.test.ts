@@ -144,10 +144,10 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     pidFile: '',
     stateFile: '/run/vipcast/host-state.json',
     registrationsFile: '',
-    shutdownDrainMs: 0,
     maintenanceStateFile: '',
     maintenanceFile: '',
     maintenanceDir: '',
+    shutdownDrainMs: 0,
     apiToken: '',
     apiAllowedUsers: [],
     apiAllowedGroups: [],
@@ -246,8 +246,6 @@ t.test('environment: CONSUL_TOKEN wins over the file (an empty one does not), VI
   t.equal(parse('', { env: { VIPCAST_GOBGP_ADDRESS: '[::1]:50051' } }).routing.gobgp.address, '[::1]:50051');
 });
 
-t.test('pid_file: relative paths resolve against the config folder', async (t) => {
-  const config = parseConfigText('agent: { pid_file: vipcast.pid }', '/etc/vipcast/vipcast.yaml', { env: {}, routingPlugin: 'dry-run' });
 t.test('maintenance keys: relative paths from the config folder; the state file defaults under /var/lib/vipcast, not in a dry run', async (t) => {
   const config = parseConfigText('agent: { maintenance_file: maint, maintenance_dir: maint.d/, maintenance_state_file: m.json }', '/etc/vipcast/vipcast.yaml', { env: {}, routingPlugin: 'dry-run' });
   t.equal(config.agent.maintenanceFile, '/etc/vipcast/maint');
@@ -260,6 +258,8 @@ t.test('maintenance keys: relative paths from the config folder; the state file 
   t.equal(parse('agent: { maintenance_state_file: "" }').agent.maintenanceStateFile, '', '"" = not kept');
 });
 
+t.test('pid_file: relative paths resolve against the config folder', async (t) => {
+  const config = parseConfigText('agent: { pid_file: vipcast.pid }', '/etc/vipcast/vipcast.yaml', { env: {}, routingPlugin: 'dry-run' });
   t.equal(config.agent.pidFile, '/etc/vipcast/vipcast.pid');
   t.equal(parse('agent: { pid_file: /run/vipcast.pid }').agent.pidFile, '/run/vipcast.pid');
 });
@@ -321,11 +321,11 @@ const BAD: Bad[] = [
   { yaml: 'agent: { remove_vip_on_withdraw: yes }', path: 'agent.remove_vip_on_withdraw', message: '"yes" is not true or false' },
   { yaml: 'agent: { iptables_binary: nft }', path: 'agent.iptables_binary', message: '"nft" is not one of iptables, iptables-nft, iptables-legacy' },
   { yaml: 'agent: { pid_file: /run/ }', path: 'agent.pid_file', message: 'is not a file path' },
-  // bgp scalars
-  { yaml: 'bgp: { local_as: 0 }', path: 'bgp.local_as', message: '0 is not an AS number (1..4294967295)' },
   { yaml: 'agent: { maintenance_state_file: /var/lib/ }', path: 'agent.maintenance_state_file', message: 'is not a file path' },
   { yaml: 'agent: { maintenance_file: 7 }', path: 'agent.maintenance_file', message: 'is not a file path' },
   { yaml: 'agent: { maintenance_dir: "/" }', path: 'agent.maintenance_dir', message: 'is not a folder path' },
+  // bgp scalars
+  { yaml: 'bgp: { local_as: 0 }', path: 'bgp.local_as', message: '0 is not an AS number (1..4294967295)' },
   { yaml: 'bgp: { local_as: 4294967296 }', path: 'bgp.local_as', message: 'is not an AS number' },
   { yaml: 'bgp: { local_ip: 300.1.1.1 }', path: 'bgp.local_ip', message: '"300.1.1.1" is not an IP address' },
   { yaml: 'bgp: { communities: [asn:nnnn] }', path: 'bgp.communities[0]', message: '"asn:nnnn" is not a community' },

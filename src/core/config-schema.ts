@@ -95,10 +95,10 @@ export const DEFAULT_STATE_FILE = '/run/vipcast/host-state.json';
  */
 export const DEFAULT_REGISTRATIONS_FILE = '/var/lib/vipcast/registrations.json';
 
-/** The most a shutdown drain may last: vipcast exits within 10 s of a signal, and the withdraw needs the rest. */
 /** agent.maintenance_state_file's default: maintenance set through the API or the CLI outlives a reboot too. */
 export const DEFAULT_MAINTENANCE_STATE_FILE = '/var/lib/vipcast/maintenance.json';
 
+/** The most a shutdown drain may last: vipcast exits within 10 s of a signal, and the withdraw needs the rest. */
 export const MAX_SHUTDOWN_DRAIN_MS = 5000;
 
 export function shutdownDrain(value: unknown, path: string): number {
@@ -271,6 +271,14 @@ export function pidFile(value: unknown, path: string): string {
   return value.trim();
 }
 
+/** A folder ('' = none); a trailing slash is fine. */
+export function folderPath(value: unknown, path: string): string {
+  if (typeof value !== 'string' || value.includes('\0') || (value.trim() !== '' && value.trim().replace(/\/+$/, '') === '')) {
+    throw valueError(path, `${describe(value)} is not a folder path (write "/etc/vipcast/maintenance.d")`);
+  }
+  return value.trim().replace(/\/+$/, '');
+}
+
 export function listenPort(value: unknown, path: string): number {
   if (value === -1) return -1;
   try {
@@ -293,14 +301,6 @@ export interface Leaf {
 }
 export interface Tree {
   readonly [key: string]: Leaf | Tree;
-}
-
-/** A folder ('' = none); a trailing slash is fine. */
-export function folderPath(value: unknown, path: string): string {
-  if (typeof value !== 'string' || value.includes('\0') || (value.trim() !== '' && value.trim().replace(/\/+$/, '') === '')) {
-    throw valueError(path, `${describe(value)} is not a folder path (write "/etc/vipcast/maintenance.d")`);
-  }
-  return value.trim().replace(/\/+$/, '');
 }
 
 export const isLeaf = (node: Leaf | Tree): node is Leaf => typeof (node as Leaf).parse === 'function';
@@ -348,6 +348,13 @@ export const SCHEMA: Tree = {
       default: undefined,
       parse: pidFile,
     },
+    maintenance_state_file: {
+      doc: `where maintenance set through the API or \`vipcast maintenance\` is kept across restarts; "" = not kept; unset = ${DEFAULT_MAINTENANCE_STATE_FILE} (with dry-run: not kept)`,
+      default: undefined,
+      parse: pidFile,
+    },
+    maintenance_file: { doc: 'while this file exists, every app is in maintenance (host-wide, as ExaBGP\'s --disable); "" = none', default: '', parse: pidFile },
+    maintenance_dir: { doc: 'while a file named after an app exists in this folder, that app is in maintenance; "" = none', default: '', parse: folderPath },
     shutdown_drain: {
       doc: 'on SIGTERM/SIGINT, re-announce every route with the graceful-shutdown community and wait this long before withdrawing; "0s" = off',
       default: '0s',
@@ -372,13 +379,6 @@ export const SCHEMA: Tree = {
     listen_port: { doc: 'port gobgpd listens on; -1 = outbound only', default: 179, parse: listenPort },
     next_hop: { doc: 'local_ip or self (the session address)', default: 'local_ip', parse: oneOf(['local_ip', 'self'] as const) },
   },
-    maintenance_state_file: {
-      doc: `where maintenance set through the API or \`vipcast maintenance\` is kept across restarts; "" = not kept; unset = ${DEFAULT_MAINTENANCE_STATE_FILE} (with dry-run: not kept)`,
-      default: undefined,
-      parse: pidFile,
-    },
-    maintenance_file: { doc: 'while this file exists, every app is in maintenance (host-wide, as ExaBGP\'s --disable); "" = none', default: '', parse: pidFile },
-    maintenance_dir: { doc: 'while a file named after an app exists in this folder, that app is in maintenance; "" = none', default: '', parse: folderPath },
   routing: {
     plugin: { doc: 'routing backend', default: 'gobgp', parse: oneOf(['gobgp', 'dry-run'] as const) },
     gobgp: {

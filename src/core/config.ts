@@ -370,6 +370,10 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
   // Unset: the persistent default, except for a dry run, which must not share (and overwrite) the file of a real
   // vipcast on the same host; an explicit path is used in a dry run too.
   const registrations = get<string | undefined>('agent.registrations_file');
+  // As registrations_file: a dry run never shares the default with a real vipcast.
+  const maintenanceState = get<string | undefined>('agent.maintenance_state_file');
+  const maintenanceFile = get<string | undefined>('agent.maintenance_file') ?? '';
+  const maintenanceDir = get<string | undefined>('agent.maintenance_dir') ?? '';
   const socketMode = get<number | undefined>('agent.api_socket_mode');
   if (socketMode !== undefined && (socketMode & 0o002) !== 0 && get<boolean | undefined>('agent.api_insecure_open') !== true) {
     problems.add('agent.api_socket_mode', `"${socketMode.toString(8).padStart(4, '0')}" lets every local user connect and register (other-writable): drop the o+w bit, or set agent.api_insecure_open: true`);
@@ -392,6 +396,11 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
     registrationsFile: registrations === undefined
       ? (get<string>('routing.plugin') === 'dry-run' ? '' : DEFAULT_REGISTRATIONS_FILE)
       : registrations === '' ? '' : path.resolve(baseDir, registrations),
+    maintenanceStateFile: maintenanceState === undefined
+      ? (get<string>('routing.plugin') === 'dry-run' ? '' : DEFAULT_MAINTENANCE_STATE_FILE)
+      : maintenanceState === '' ? '' : path.resolve(baseDir, maintenanceState),
+    maintenanceFile: maintenanceFile === '' ? '' : path.resolve(baseDir, maintenanceFile),
+    maintenanceDir: maintenanceDir === '' ? '' : path.resolve(baseDir, maintenanceDir),
     shutdownDrainMs: get<number>('agent.shutdown_drain'),
     apiToken: apiToken(get, baseDir, env, problems),
     apiAllowedUsers: Object.freeze(get<string[] | undefined>('agent.api_allowed_users') ?? []),
@@ -402,10 +411,6 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
   });
 }
 
-  // As registrations_file: a dry run never shares the default with a real vipcast.
-  const maintenanceState = get<string | undefined>('agent.maintenance_state_file');
-  const maintenanceFile = get<string | undefined>('agent.maintenance_file') ?? '';
-  const maintenanceDir = get<string | undefined>('agent.maintenance_dir') ?? '';
 /** RFC 6750's b64token, 16..4096 characters: what `Authorization: Bearer` can carry. */
 const TOKEN = /^[A-Za-z0-9\-._~+/]{16,4096}=*$/;
 
@@ -428,11 +433,6 @@ function apiToken(get: Get, baseDir: string, env: NodeJS.ProcessEnv, problems: P
       return '';
     }
     return token;
-    maintenanceStateFile: maintenanceState === undefined
-      ? (get<string>('routing.plugin') === 'dry-run' ? '' : DEFAULT_MAINTENANCE_STATE_FILE)
-      : maintenanceState === '' ? '' : path.resolve(baseDir, maintenanceState),
-    maintenanceFile: maintenanceFile === '' ? '' : path.resolve(baseDir, maintenanceFile),
-    maintenanceDir: maintenanceDir === '' ? '' : path.resolve(baseDir, maintenanceDir),
   };
   if (envName !== '') {
     const value = env[envName];

@@ -51,14 +51,6 @@ export class Metrics {
     },
   });
 
-  constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'vipcast_process_' });
-  }
-
-  /**
-   * Gauges and the error counter are read from the daemon's own state when /metrics is scraped, so they can't drift
-   * from it: app states from the health tracker, routes and failed effects from the reconciler.
-   */
   private maintenanceSource: (() => { apps: number; host: boolean }) | undefined;
   readonly appsInMaintenance: Gauge = new Gauge({
     name: 'vipcast_apps_in_maintenance', help: 'Registered apps in maintenance now (their own, or host-wide)', registers: [this.registry],
@@ -69,8 +61,21 @@ export class Metrics {
     collect: (): void => { this.hostMaintenance.set(this.maintenanceSource?.().host ? 1 : 0); },
   });
 
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'vipcast_process_' });
+  }
+
+  /**
+   * Gauges and the error counter are read from the daemon's own state when /metrics is scraped, so they can't drift
+   * from it: app states from the health tracker, routes and failed effects from the reconciler.
+   */
   observe(source: MetricSource): void {
     this.source = source;
+  }
+
+  /** Where the maintenance gauges are read from at scrape time (the daemon's Maintenance). */
+  observeMaintenance(read: () => { apps: number; host: boolean }): void {
+    this.maintenanceSource = read;
   }
 
   /** What a check pool named `pool` reports into (its overload drops; its queue length, read at scrape time). */
@@ -81,11 +86,6 @@ export class Metrics {
       queueLength: (read) => {
         this.queueReaders.set(pool, read);
       },
-  /** Where the maintenance gauges are read from at scrape time (the daemon's Maintenance). */
-  observeMaintenance(read: () => { apps: number; host: boolean }): void {
-    this.maintenanceSource = read;
-  }
-
     };
   }
 }

@@ -69,13 +69,13 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   stateFile: 'restart',
   // The next write goes to the new file (at once: Daemon.refreshRegisteredApps); the old one is left as it was.
   registrationsFile: 'live',
-};
-
   // Maintenance (maintenance.ts) reads them from the config in force: the next write goes to the new state file (the
   // state in memory is kept: it is by app name, daemon-level), the next poll looks at the new files.
   maintenanceStateFile: 'live',
   maintenanceFile: 'live',
   maintenanceDir: 'live',
+};
+
 export interface ConfigDiff {
   /** Needs a new speaker generation (disruptive). */
   readonly speaker: string[];
