@@ -235,7 +235,7 @@ async function validate(file: string): Promise<void> {
     // run elsewhere than on the target host.
     const { natWarnings } = await import('./core/host/nat-targets.js');
     for (const w of await natWarnings(config)) process.stderr.write(`${file}: warning: ${w}\n`);
-    process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}${config.plugins.length ? `, plugins ${config.plugins.join(' ')}` : ''}\n`);
+    process.stdout.write(`${file}: OK: ${config.apps.length} apps, ${vips} VIPs, ${config.bgp.peers.length} peers, routing ${config.routing.plugin}${config.routing.plugin === 'gobgp' ? (config.routing.gobgp.managed ? ` (managed gobgpd in ${config.routing.gobgp.socketDir})` : ` at ${config.routing.gobgp.address}`) : ''}${config.plugins.length ? `, plugins ${config.plugins.join(' ')}` : ''}\n`);
   } catch (err) {
     printConfigError(file, err);
     process.exitCode = 2;

@@ -16,7 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab, labSkip, pidRunning, waitFor, type Lab } from './lab/netns.js';
 import { birdConfig, startBird, type Bird } from './lab/bird.js';
-import { DaemonProcess } from './helpers/daemon.js';
+import { BIN, DaemonProcess } from './helpers/daemon.js';
+import { nsFetch } from './lab/stack.js';
 import { parseConfigText } from '../src/core/config.js';
 import { managedSpeakerChanges } from '../src/core/reload.js';
 import { VipcastError } from '../src/core/errors.js';
@@ -28,6 +29,7 @@ const skip = labSkip(['gobgpd', 'bird', 'birdc', 'setpriv']);
 const NODE_AS = 65001;
 const TOR_AS = 65000;
 const PASSWORD = 'mg-Secret-7f3a';
+const API_PORT = 9186;
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Config: defaults and errors (no gobgpd involved)
@@ -155,9 +157,9 @@ async function managedLab(t: Test): Promise<ManagedLab> {
     lab, bird, dir, socketDir,
     config(apps, extraRouting = '') {
       const file = join(dir, 'vipcast.yaml');
-      // No routing.gobgp.address: managed by default.
+      // No routing.gobgp.address: managed by default. The API listens inside the node namespace.
       writeFileSync(file, `agent:
-  listen_addr: ""
+  listen_addr: "127.0.0.1:${API_PORT}"
   monitor_interval: 200ms
   state_file: ${join(dir, 'host-state.json')}
   registrations_file: ${join(dir, 'registrations.json')}
@@ -203,7 +205,10 @@ function parentOf(pid: number): number {
 
 t.test('managed gobgpd: the route reaches BIRD; the socket dir is 0700 and closed to a non-root user; no password in the log; SIGKILL of vipcast takes gobgpd and the routes with it at once', { skip, timeout: 90_000 }, async (t) => {
   const m = await managedLab(t);
-  const d = m.start(m.config('  - { name: a, vip: 198.18.236.1/32 }\n'));
+  const file = m.config('  - { name: a, vip: 198.18.236.1/32 }\n');
+  const validate = await pexec(process.execPath, [BIN, 'validate', '-c', file], { env: { ...process.env, VIPCAST_GOBGP_ADDRESS: '' } });
+  t.match(validate.stdout, `routing gobgp (managed gobgpd in ${m.socketDir})`, '`vipcast validate` says vipcast will run gobgpd');
+  const d = m.start(file);
   await waitFor(async () => (await m.routes('198.18.236.1/32')).length === 1, 20_000, 'the route at BIRD');
   const gpid = m.gobgpdPid()!;
   t.ok(gpid !== undefined && pidRunning(gpid), `gobgpd runs (pid ${gpid})`);
@@ -260,6 +265,8 @@ t.test('managed gobgpd: killed -> restarted by vipcast, routes back; a reload ke
   await waitFor(async () => (await m.routes('198.18.236.2/32')).length === 1 && (await m.routes('198.18.236.2/32'))[0] !== undefined, 20_000, 'the route back at BIRD', 50);
   t.comment(`gobgpd SIGKILLed -> route back at BIRD after ${Math.round(performance.now() - killed)} ms`);
   t.equal(parentOf(second), d.child.pid, 'the new gobgpd is vipcast\'s child too');
+  const status = JSON.parse((await nsFetch(m.lab.a, `http://127.0.0.1:${API_PORT}/status`)).body) as { gobgpd?: Record<string, unknown> };
+  t.same(status.gobgpd, { managed: true, pid: second, restarts: 1, address: `unix://${m.socketDir}/gobgpd.sock` }, '/status shows the managed gobgpd and its restart');
   const crash = d.lines.find((l) => l.component === 'gobgpd' && /exited: restarting it/.test(l.msg));
   t.ok(crash, 'the crash is logged');
   t.equal(crash?.signal, 'SIGKILL');
