@@ -84,6 +84,7 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     apiSocketMode: 0o640,
     apiSocketGroup: 'vipcast',
     apiInsecureOpen: true,
+    flapDamping: { enabled: true, penalty: 500, suppressThreshold: 3000, reuseThreshold: 1000, halfLifeMs: 300_000, maxSuppressMs: 1_800_000 },
   });
   t.equal(config.bgp.localAs, 4200000001);
   t.equal(config.bgp.localIp, '198.18.0.2');
@@ -154,6 +155,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     apiSocketMode: 0o660,
     apiSocketGroup: '',
     apiInsecureOpen: false,
+    flapDamping: { enabled: false, penalty: 1000, suppressThreshold: 2000, reuseThreshold: 750, halfLifeMs: 120_000, maxSuppressMs: 600_000 },
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
   t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051' } });

@@ -7,6 +7,7 @@ import convict from 'convict';
 import { VipcastError, valueError } from './errors.js';
 import { parseAddress, parseAsn, parseCommunity, parseDuration, parseOrigin, parsePort } from './values.js';
 import { DEFAULT_MIN_PREFIX_LENGTH_V4, DEFAULT_MIN_PREFIX_LENGTH_V6, parseAllowedPrefix, parseCommunityPattern } from './prefix-policy.js';
+import { FLAP_DAMPING_DEFAULTS } from './flap-damping.js';
 
 /** Longest duration a Node timer can hold (~24.8 days); a longer one would fire at once. */
 export const MAX_DURATION_MS = 2_147_483_647;
@@ -367,6 +368,15 @@ export const SCHEMA: Tree = {
     api_socket_mode: { doc: 'file mode of the unix socket API (listen_addr unix:/path)', default: '0660', parse: socketMode },
     api_socket_group: { doc: 'group of the unix socket API; "" = vipcast\'s own', default: '', parse: (v: unknown, p: string) => (v === '' ? '' : accountName(v, p)) },
     api_insecure_open: { doc: 'anyone who reaches the API may register without a token (gocast); explicit opt-in', default: false, parse: boolean },
+    // Flap damping (flap-damping.ts): RFC 2439-like penalties; cross-key checks in config.ts.
+    flap_damping: {
+      enabled: { doc: 'hold down apps that flap (off by default)', default: FLAP_DAMPING_DEFAULTS.enabled, parse: boolean },
+      penalty: { doc: 'added to an app\'s penalty each time it goes from up to down', default: FLAP_DAMPING_DEFAULTS.penalty, parse: integer(1, 1_000_000) },
+      suppress_threshold: { doc: 'above this penalty the app is held down', default: FLAP_DAMPING_DEFAULTS.suppressThreshold, parse: integer(1, 1_000_000) },
+      reuse_threshold: { doc: 'a held app is announced again once its penalty is below this', default: FLAP_DAMPING_DEFAULTS.reuseThreshold, parse: integer(1, 1_000_000) },
+      half_life: { doc: 'the penalty halves in this time', default: formatMs(FLAP_DAMPING_DEFAULTS.halfLifeMs), parse: duration(1000) },
+      max_suppress: { doc: 'a hold ends at most this long after the last flap', default: formatMs(FLAP_DAMPING_DEFAULTS.maxSuppressMs), parse: duration(1000) },
+    },
   },
   bgp: {
     local_as: { doc: 'our AS number (required with routing.plugin gobgp)', default: undefined, parse: parseAsn },
@@ -402,11 +412,13 @@ export const SECTIONS: Record<string, readonly string[]> = {
   'apps[].vip_config': VIP_CONFIG_KEYS,
   routing: Object.keys(SCHEMA.routing!),
   'routing.gobgp': Object.keys((SCHEMA.routing as Tree).gobgp!),
+  'agent.flap_damping': Object.keys((SCHEMA.agent as Tree).flap_damping!),
 };
 
 /** Names people reach for that no edit distance finds. */
 export const HINTS: Record<string, Record<string, string>> = {
-  agent: { interval: 'monitor_interval', timeout: 'check_timeout', listen: 'listen_addr', iptables: 'iptables_binary', workers: 'check_workers' },
+  agent: { interval: 'monitor_interval', timeout: 'check_timeout', listen: 'listen_addr', iptables: 'iptables_binary', workers: 'check_workers', damping: 'flap_damping', dampening: 'flap_damping' },
+  'agent.flap_damping': { suppress: 'suppress_threshold', reuse: 'reuse_threshold', half_life_time: 'half_life', max_suppress_time: 'max_suppress', enable: 'enabled' },
   bgp: { neighbors: 'peers', neighbours: 'peers', asn: 'local_as', as: 'local_as', router_id: 'local_ip', community: 'communities' },
   'bgp.peers[]': {
     address: 'peer_ip', ip: 'peer_ip', neighbor_address: 'peer_ip', asn: 'peer_as', as: 'peer_as', password: 'md5_password',

@@ -68,6 +68,23 @@ export interface AgentConfig {
   readonly apiSocketGroup: string;
   /** Anyone who reaches the API may call mutating endpoints without a token (gocast's behaviour; explicit opt-in). */
   readonly apiInsecureOpen: boolean;
+  /** agent.flap_damping: hold down apps that flap (flap-damping.ts). */
+  readonly flapDamping: FlapDampingConfig;
+}
+
+/** agent.flap_damping (RFC 2439-like penalties; see flap-damping.ts). */
+export interface FlapDampingConfig {
+  readonly enabled: boolean;
+  /** Added to an app's penalty each time it goes from up to down. */
+  readonly penalty: number;
+  /** Above this the app is held down... */
+  readonly suppressThreshold: number;
+  /** ...until its penalty has decayed below this. */
+  readonly reuseThreshold: number;
+  /** The penalty halves in this time. */
+  readonly halfLifeMs: number;
+  /** A suppression ends at most this long after the last flap (the penalty is capped accordingly). */
+  readonly maxSuppressMs: number;
 }
 
 export interface BgpConfig {

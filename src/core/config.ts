@@ -12,7 +12,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, PeerSpec, Prefix } from '../plugin-api.js';
-import type { AgentConfig, BgpConfig, RoutingConfig, VipcastConfig } from './config-types.js';
+import type { AgentConfig, BgpConfig, FlapDampingConfig, RoutingConfig, VipcastConfig } from './config-types.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
 import { loadMonitorPlugin } from './plugin-loader.js';
@@ -408,7 +408,34 @@ function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.P
     apiSocketMode: get<number>('agent.api_socket_mode'),
     apiSocketGroup: get<string | undefined>('agent.api_socket_group') ?? '',
     apiInsecureOpen: get<boolean>('agent.api_insecure_open'),
+    flapDamping: flapDamping(get, problems),
   });
+}
+
+/**
+ * agent.flap_damping, with the checks between its keys (made whether or not it is enabled, so a block switched on
+ * later is already known to work): reuse below suppress, and a max_suppress long enough that the penalty cap
+ * (reuse_threshold x 2^(max_suppress/half_life)) lies above suppress_threshold, or no app could ever be held down.
+ */
+function flapDamping(get: Get, problems: Problems): FlapDampingConfig {
+  const k = (key: string) => `agent.flap_damping.${key}`;
+  const fd: FlapDampingConfig = Object.freeze({
+    enabled: get<boolean>(k('enabled')),
+    penalty: get<number>(k('penalty')),
+    suppressThreshold: get<number>(k('suppress_threshold')),
+    reuseThreshold: get<number>(k('reuse_threshold')),
+    halfLifeMs: get<number>(k('half_life')),
+    maxSuppressMs: get<number>(k('max_suppress')),
+  });
+  const { suppressThreshold: suppress, reuseThreshold: reuse, halfLifeMs: half, maxSuppressMs: max } = fd;
+  if (suppress === undefined || reuse === undefined) return fd;
+  if (reuse >= suppress) {
+    problems.add(k('reuse_threshold'), `${reuse} is not below ${k('suppress_threshold')} ${suppress} (an app is held down above suppress_threshold and announced again below reuse_threshold)`);
+  } else if (half !== undefined && max !== undefined && reuse * 2 ** (max / half) <= suppress) {
+    const least = Math.ceil(half * Math.log2(suppress / reuse) / 1000) * 1000 + 1000;
+    problems.add(k('max_suppress'), `${formatMs(max)} is too short for half_life ${formatMs(half)}: the penalty is capped at reuse_threshold x 2^(max_suppress/half_life) = ${Math.round(reuse * 2 ** (max / half))}, not above suppress_threshold ${suppress}, so no app would ever be held down (at least ${formatMs(least)})`);
+  }
+  return fd;
 }
 
 /** RFC 6750's b64token, 16..4096 characters: what `Authorization: Bearer` can carry. */

@@ -20,6 +20,7 @@ import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
 import { Maintenance } from './maintenance.js';
+import { FlapDamping, type DampingInfo } from './flap-damping.js';
 import { RegistrationStore } from './registration-store.js';
 import { appFromRegistration } from './registration.js';
 
@@ -57,6 +58,8 @@ export class Daemon {
   reconciler!: Reconciler;
   /** Apps in maintenance (API, CLI, files): by name, daemon state kept across reloads and, saved, across restarts. */
   maintenance!: Maintenance;
+  /** Flap damping (agent.flap_damping): its penalties are daemon state, kept across reloads (not across restarts). */
+  damping!: FlapDamping;
   generation!: Generation;
   private stopping: Promise<void> | undefined;
   private api: ApiServer | undefined;
@@ -154,9 +157,17 @@ export class Daemon {
       appStates: () => this.health.all().map((h) => h.state),
       routeCount: () => this.reconciler.routeCount(),
       reconcileErrors: () => this.reconciler.stats.errors,
+      appsDamped: () => this.damping.suppressedApps().length,
     });
+    this.damping = new FlapDamping(config.agent.flapDamping, {
+      log: this.log.child({ component: 'flap-damping' }),
+      onSuppress: () => this.metrics.dampingSuppressions.inc(),
+      onRelease: () => void this.reconciler.trigger(),
+    });
+    this.reconciler.addHoldSource((app) => this.damping.hold(app.name));
     const roundStart = new Map<string, number>();
     this.health.onChange((c) => {
+      this.damping.transition(c.app, c.previous, c.state);
       roundStart.set(c.app, c.roundStartedAt);
       this.metrics.transitions.inc({ state: c.state });
       this.reconciler.healthChanged(c.app, c.state);
@@ -172,6 +183,7 @@ export class Daemon {
       else {
         this.health.untrack(ev.app.name);
         this.reconciler.appRemoved(ev.app.name);
+        this.damping.forget(ev.app.name);
       }
       if (ev.type === 'changed') void this.reconciler.trigger();
     });
@@ -282,6 +294,7 @@ export class Daemon {
         since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
         host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
         ...(s.held ? { held: { reason: s.held.reason, ...(s.held.drainingUntil ? { draining_until: new Date(s.held.drainingUntil).toISOString() } : {}) } } : {}),
+        ...dampingStatus(this.damping.info(s.app)),
         ...(this.registrations.isRestored(s.app) ? { restored: true } : {}),
         ...maintenanceStatus(this.maintenance.view(s.app)),
       };
@@ -400,6 +413,7 @@ export class Daemon {
     clearInterval(this.keepAlive);
     this.health?.close();
     this.maintenance?.close();
+    this.damping?.close();
     const consul = this.consul;
     this.consul = undefined;
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
@@ -415,6 +429,12 @@ export class Daemon {
     if (this.retiringPools.size > 0) await withTimeout(Promise.all(this.retiringPools.values()), 1000, 'replaced check pools close', this.log);
     this.log.info('stopped');
   }
+}
+
+/** /status's `damping` of an app: while damping is on and the app has a penalty. */
+function dampingStatus(info: DampingInfo | undefined): Record<string, unknown> {
+  if (!info) return {};
+  return { damping: { penalty: info.penalty, flaps: info.flaps, suppressed: info.suppressed, ...(info.reuseAt ? { reuse_at: new Date(info.reuseAt).toISOString() } : {}) } };
 }
 
 /** /status's `maintenance` of an app: while it is in maintenance, since when and by whom (api, cli, file). */

@@ -7,6 +7,8 @@ export interface MetricSource {
   appStates(): string[];
   routeCount(): number;
   reconcileErrors(): number;
+  /** Apps flap damping holds down now. */
+  appsDamped?(): number;
 }
 
 export class Metrics {
@@ -38,6 +40,11 @@ export class Metrics {
       this.errorsSeen = now;
     },
   });
+  readonly appsDamped: Gauge = new Gauge({
+    name: 'vipcast_apps_damped', help: 'Apps held down by flap damping now', registers: [this.registry],
+    collect: (): void => { this.appsDamped.set(this.source?.appsDamped?.() ?? 0); },
+  });
+  readonly dampingSuppressions = new Counter({ name: 'vipcast_flap_damping_suppressions_total', help: 'Times flap damping held an app down', registers: [this.registry] });
   readonly reloads = new Counter({ name: 'vipcast_reloads_total', help: 'Config reloads, by result', labelNames: ['result'] as const, registers: [this.registry] });
   readonly checkOverload = new Counter({
     name: 'vipcast_check_overload_total', help: 'Checks answered down without running because the check workers were overloaded, by pool and reason (deadline: could not start before its deadline; queue_full: the queue was full)',

@@ -67,6 +67,8 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   // The host network holds the addresses it added in memory and writes them to this file; a second file beside the
   // first would split that record (a crash would then leave addresses nobody cleans up).
   stateFile: 'restart',
+  // Penalties are daemon state and carry over (decayed under the old half-life); turning it off releases held apps.
+  flapDamping: 'live',
   // The next write goes to the new file (at once: Daemon.refreshRegisteredApps); the old one is left as it was.
   registrationsFile: 'live',
   // Maintenance (maintenance.ts) reads them from the config in force: the next write goes to the new state file (the
@@ -242,6 +244,7 @@ async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, notApplie
   progress.config = true;
   rec.configure(reconcilerOptions(next));
   d.generation = { ...d.generation, config: next };
+  d.damping.configure(next.agent.flapDamping);
   d.refreshRegisteredApps(next.agent);
   const refused = d.replaceConfigApps(next.apps);
   if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
@@ -263,6 +266,7 @@ async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progres
   if (progress.config) {
     rec.configure(reconcilerOptions(prev));
     d.generation = { ...d.generation, config: prev };
+    d.damping.configure(prev.agent.flapDamping);
     d.refreshRegisteredApps(prev.agent);
     d.replaceConfigApps(prev.apps);
   }
