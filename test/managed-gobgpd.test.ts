@@ -11,10 +11,10 @@ import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLab, labSkip, pidRunning, waitFor, type Lab } from './lab/netns.js';
+import { createLab, labSkip, nsSpawn, pidRunning, waitFor, type Lab } from './lab/netns.js';
 import { birdConfig, startBird, type Bird } from './lab/bird.js';
 import { BIN, DaemonProcess } from './helpers/daemon.js';
 import { nsFetch } from './lab/stack.js';
@@ -199,6 +199,13 @@ function readPid(socketDir: string): number | undefined {
   }
 }
 
+/** True when something accepts connections on the unix socket. */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect({ path }).on('connect', () => { c.destroy(); resolve(true); }).on('error', () => resolve(false));
+  });
+}
+
 function parentOf(pid: number): number {
   return Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
 }
@@ -318,4 +325,40 @@ t.test('managed gobgpd frozen (SIGSTOP), then SIGTERM: exit 0 within 10 s, gobgp
   t.ok(d.lines.some((l) => l.component === 'gobgpd' && /did not exit on SIGTERM: SIGKILL/.test(l.msg)), 'it took the SIGKILL');
   await waitFor(async () => (await m.routes()).length === 0, 5000, 'BIRD without the routes', 20);
   t.same(await m.routes(), [], 'the session dropped with gobgpd: BIRD has none of the routes');
+});
+
+t.test('a gobgpd left on the socket by an earlier vipcast (its pid in gobgpd.pid) is killed at start and replaced; one vipcast did not start is refused', { skip, timeout: 90_000 }, async (t) => {
+  const m = await managedLab(t);
+  mkdirSync(m.socketDir, { mode: 0o700 });
+  const sock = join(m.socketDir, 'gobgpd.sock');
+  const leftover = () => {
+    const child = nsSpawn(m.lab.a, 'gobgpd', ['--pprof-disable', '--api-hosts', `unix://${sock}`]);
+    t.teardown(() => { if (pidRunning(child.pid!)) child.kill('SIGKILL'); });
+    return child;
+  };
+
+  // Not in the pid file: another process's, refused.
+  const foreign = leftover();
+  await waitFor(() => accepts(sock), 5000, 'the foreign gobgpd serving the socket', 20);
+  const file = m.config('  - { name: a, vip: 198.18.236.5/32 }\n');
+  const refused = m.start(file);
+  t.equal((await refused.exited).code, 1, 'vipcast refuses to start');
+  t.match(`${JSON.stringify(refused.lines)}${refused.stderr.join('')}`, /VIPCAST_ERR_SPEAKER|another process already serves/);
+  t.ok(pidRunning(foreign.pid!), 'the other process is left alone');
+  t.ok(existsSync(sock), 'and so is its socket');
+  foreign.kill('SIGKILL');
+  await waitFor(() => !pidRunning(foreign.pid!), 3000, 'foreign gone', 10);
+  rmSync(sock);
+
+  // In the pid file, its command line naming this socket: an orphan of an earlier vipcast, killed.
+  const orphan = leftover();
+  await waitFor(() => accepts(sock), 5000, 'the orphan serving its socket', 20);
+  writeFileSync(join(m.socketDir, 'gobgpd.pid'), `${orphan.pid}\n`);
+  const d = m.start(file);
+  await waitFor(async () => (await m.routes('198.18.236.5/32')).length === 1, 20_000, 'the route at BIRD');
+  t.notOk(pidRunning(orphan.pid!), 'the orphan was killed');
+  t.ok(d.lines.some((l) => l.component === 'gobgpd' && l.pid === orphan.pid && /earlier vipcast/.test(l.msg)), 'and that is logged');
+  t.not(m.gobgpdPid(), orphan.pid, 'a gobgpd of vipcast\'s own runs');
+  d.kill('SIGTERM');
+  t.equal((await d.exited).code, 0);
 });

@@ -127,7 +127,8 @@ export class ManagedGobgpd {
       await this.exited;
       clearTimeout(killer);
     }
-    this.removeFiles();
+    // Only what this vipcast made: a start refused because another process serves the socket leaves it alone.
+    if (child) this.removeFiles();
   }
 
   private removeFiles(): void {
