@@ -100,7 +100,7 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     { address: '198.18.1.1', asn: 65020, multiHop: true, md5Password: 'from-env', md5EnvVar: 'FULL_MD5', communities: [] },
   ]);
   t.notOk('multiHop' in config.bgp.peers[0]!, 'unset multi_hop stays undefined (auto), not false');
-  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: 'unix:///run/gobgpd/api.sock' } });
+  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: 'unix:///run/gobgpd/api.sock', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } });
 
   t.equal(config.apps.length, 2);
   const [web, batch] = config.apps;
@@ -158,7 +158,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     flapDamping: { enabled: false, penalty: 1000, suppressThreshold: 2000, reuseThreshold: 750, halfLifeMs: 120_000, maxSuppressMs: 600_000 },
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
-  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051' } });
+  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } }, 'a dry run never manages gobgpd');
   t.same(config.apps, []);
   t.equal(parseConfigText('# nothing\n', '', { env: {}, routingPlugin: 'dry-run' }).file, '', 'no file name: file is ""');
 });

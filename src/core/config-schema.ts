@@ -241,6 +241,29 @@ export function gobgpAddress(value: unknown, path: string): string {
   return text;
 }
 
+/** routing.gobgp.socket_dir's default: beside agent.state_file's default, on the /run tmpfs. */
+export const DEFAULT_GOBGPD_SOCKET_DIR = '/run/vipcast/gobgpd';
+/** The managed gobgpd's API socket inside routing.gobgp.socket_dir. */
+export const MANAGED_SOCKET_NAME = 'gobgpd.sock';
+
+/** An absolute directory whose `gobgpd.sock` fits a unix socket address (at most 107 bytes). */
+export function socketDir(value: unknown, path: string): string {
+  if (typeof value !== 'string' || !value.trim().startsWith('/') || value.includes('\0')) {
+    throw valueError(path, `${describe(value)} is not an absolute directory path (write "/run/vipcast/gobgpd")`);
+  }
+  const dir = value.trim().replace(/\/+$/, '') || '/';
+  if (Buffer.byteLength(`${dir}/${MANAGED_SOCKET_NAME}`) > 107) throw valueError(path, `"${dir}" is too long for a unix socket path (${dir}/${MANAGED_SOCKET_NAME} must fit in 107 bytes)`);
+  return dir;
+}
+
+/** A program: a command name looked up in PATH, or an absolute path (a relative path would depend on the cwd). */
+export function program(value: unknown, path: string): string {
+  if (typeof value !== 'string' || value.trim() === '' || value.includes('\0')) throw valueError(path, `${describe(value)} is not a program (write "gobgpd" or "/usr/bin/gobgpd")`);
+  const text = value.trim();
+  if (text.includes('/') && !text.startsWith('/')) throw valueError(path, `"${text}" is a relative path (write a command name looked up in PATH, or an absolute path)`);
+  return text;
+}
+
 /** gocast appended `/catalog/...` to consul_addr, so it had to end in /v1; a missing /v1 is added with a warning. */
 export function consulAddr(value: unknown, path: string): string {
   if (typeof value !== 'string') throw valueError(path, `${describe(value)} is not a URL (write "http://127.0.0.1:8500/v1")`);
@@ -392,7 +415,14 @@ export const SCHEMA: Tree = {
   routing: {
     plugin: { doc: 'routing backend', default: 'gobgp', parse: oneOf(['gobgp', 'dry-run'] as const) },
     gobgp: {
-      address: { doc: "gobgpd's gRPC API: host:port or unix:///path", default: '127.0.0.1:50051', parse: gobgpAddress, env: 'VIPCAST_GOBGP_ADDRESS' },
+      address: { doc: "a gobgpd you run yourself: its gRPC API, host:port or unix:///path (setting it turns routing.gobgp.managed off)", default: '127.0.0.1:50051', parse: gobgpAddress, env: 'VIPCAST_GOBGP_ADDRESS' },
+      managed: {
+        doc: 'vipcast starts gobgpd itself, bound to its life, API on a private unix socket; unset = true unless routing.gobgp.address (or $VIPCAST_GOBGP_ADDRESS) is set',
+        default: undefined,
+        parse: boolean,
+      },
+      binary: { doc: 'the gobgpd a managed speaker runs: a command in PATH or an absolute path', default: 'gobgpd', parse: program },
+      socket_dir: { doc: `private directory (mode 0700) of the managed gobgpd's API socket (${MANAGED_SOCKET_NAME})`, default: DEFAULT_GOBGPD_SOCKET_DIR, parse: socketDir },
     },
   },
 };

@@ -104,8 +104,17 @@ export interface BgpConfig {
 export interface RoutingConfig {
   readonly plugin: 'gobgp' | 'dry-run';
   readonly gobgp: {
-    /** `host:port` or `unix:///path`. */
+    /** `host:port` or `unix:///path`: the gobgpd the router talks to (managed: `unix://<socketDir>/gobgpd.sock`). */
     readonly address: string;
+    /**
+     * vipcast runs gobgpd itself (src/plugins/routing/gobgp/managed.ts), a daemon-level child bound to its life.
+     * Always false with routing.plugin dry-run.
+     */
+    readonly managed: boolean;
+    /** The managed gobgpd's program: a command in PATH or an absolute path. */
+    readonly binary: string;
+    /** The managed gobgpd's private socket directory (mode 0700). */
+    readonly socketDir: string;
   };
 }
 

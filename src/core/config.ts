@@ -18,7 +18,7 @@ import { MonitorRegistry } from './monitor-registry.js';
 import { loadMonitorPlugin } from './plugin-loader.js';
 import {
   DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
-  loadScalars, mapping,
+  MANAGED_SOCKET_NAME, loadScalars, mapping,
 } from './config-schema.js';
 
 export { configKeys, suggest } from './config-schema.js';
@@ -311,7 +311,7 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const get: Get = <T>(key: string) => values.get(key) as T;
 
   const agent = buildAgent(get, baseDir, problems, env);
-  const routing: RoutingConfig = Object.freeze({ plugin: get<RoutingConfig['plugin']>('routing.plugin'), gobgp: Object.freeze({ address: get<string>('routing.gobgp.address') }) });
+  const routing = buildRouting(get, sections.routing!, env, problems);
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
   const prefixPolicy = buildPrefixPolicy(get, bgp);
   const monitors = opts.monitors ?? new MonitorRegistry();
@@ -323,6 +323,38 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${n} problem${n === 1 ? '' : 's'} in ${file || '(config)'}`, { details: problems.list });
   }
   return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, plugins, monitors, warnings: Object.freeze(problems.warnings) });
+}
+
+/**
+ * routing: a managed gobgpd (vipcast starts it) unless a gobgpd of the operator's is named by routing.gobgp.address
+ * or $VIPCAST_GOBGP_ADDRESS; managed uses its own socket, so both together are an error. dry-run: never managed.
+ */
+function buildRouting(get: Get, raw: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: Problems): RoutingConfig {
+  const plugin = get<RoutingConfig['plugin']>('routing.plugin');
+  const gobgp = raw.gobgp !== null && typeof raw.gobgp === 'object' && !Array.isArray(raw.gobgp) ? (raw.gobgp as Record<string, unknown>) : {};
+  const fromEnv = Boolean(env.VIPCAST_GOBGP_ADDRESS);
+  const addressGiven = (gobgp.address !== undefined && gobgp.address !== null) || fromEnv;
+  const explicit = get<boolean | undefined>('routing.gobgp.managed');
+  if (explicit === true && addressGiven) {
+    const where = gobgp.address !== undefined && gobgp.address !== null ? 'routing.gobgp.address' : 'routing.gobgp.address (from $VIPCAST_GOBGP_ADDRESS)';
+    problems.add('routing.gobgp.managed', `true together with ${where}: a managed gobgpd serves its API on its own socket in routing.gobgp.socket_dir; remove one of them`);
+  }
+  const managed = plugin === 'gobgp' && (explicit ?? !addressGiven);
+  const socketDir = get<string>('routing.gobgp.socket_dir');
+  if (plugin === 'gobgp' && !managed) {
+    for (const key of ['binary', 'socket_dir']) {
+      if (gobgp[key] !== undefined && gobgp[key] !== null) problems.warnings.push(`routing.gobgp.${key}: ignored: vipcast does not manage gobgpd (${explicit === false ? 'routing.gobgp.managed: false' : 'routing.gobgp.address is set'})`);
+    }
+  }
+  return Object.freeze({
+    plugin,
+    gobgp: Object.freeze({
+      address: managed ? `unix://${socketDir}/${MANAGED_SOCKET_NAME}` : get<string>('routing.gobgp.address'),
+      managed,
+      binary: get<string>('routing.gobgp.binary'),
+      socketDir,
+    }),
+  });
 }
 
 /** The prefix policy of this config: the agent's policy keys plus the BGP peers' addresses and bgp.local_ip. */

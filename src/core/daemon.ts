@@ -21,6 +21,7 @@ import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
 import { Maintenance } from './maintenance.js';
 import { FlapDamping, type DampingInfo } from './flap-damping.js';
+import { createManagedSpeaker, type ManagedSpeaker } from '../plugins/routing/index.js';
 import { RegistrationStore } from './registration-store.js';
 import { appFromRegistration } from './registration.js';
 
@@ -68,6 +69,11 @@ export class Daemon {
   private readonly log: Logger;
   /** Consul discovery, when agent.consul_addr and CONSUL_NODE are set. */
   consul: ConsulDiscovery | undefined;
+  /**
+   * The gobgpd vipcast runs itself (routing.gobgp.managed): started before the first generation, kept across reloads
+   * (a reload that changes its settings needs a restart), stopped last.
+   */
+  speaker: ManagedSpeaker | undefined;
   /** HTTP registrations kept across restarts (agent.registrations_file of the config in force). */
   readonly registrations: RegistrationStore;
 
@@ -123,6 +129,9 @@ export class Daemon {
   private async doStart(): Promise<void> {
     this.keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
     const config = await this.loadConfig();
+    // The managed gobgpd first: the first generation's router connects to its socket.
+    this.speaker = await createManagedSpeaker(config.routing, this.opts.dryRun, this.log, () => this.metrics.gobgpdRestarts.inc());
+    await this.speaker?.start();
     this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
@@ -303,6 +312,7 @@ export class Daemon {
     return {
       version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
       routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
+      ...(this.speaker ? { gobgpd: { managed: true, pid: this.speaker.pid ?? null, restarts: this.speaker.restarts, address: this.speaker.address } } : {}),
       maintenance: { host: this.maintenance.host ?? null },
       apps, peers, registrations: this.registrations.status(), reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
     };
@@ -427,6 +437,8 @@ export class Daemon {
     if (this.pool) await withTimeout(this.pool.close(), 1000, 'check pool close', this.log);
     if (this.commandPool) await withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log);
     if (this.retiringPools.size > 0) await withTimeout(Promise.all(this.retiringPools.values()), 1000, 'replaced check pools close', this.log);
+    // Last: the sessions drop only after the withdraw (SIGTERM, SIGKILL after 1 s, also when gobgpd is SIGSTOPped).
+    if (this.speaker) await withTimeout(this.speaker.stop(), 3000, 'managed gobgpd stop', this.log);
     this.log.info('stopped');
   }
 }

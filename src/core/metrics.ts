@@ -40,6 +40,7 @@ export class Metrics {
       this.errorsSeen = now;
     },
   });
+  readonly gobgpdRestarts = new Counter({ name: 'vipcast_gobgpd_restarts_total', help: 'Unexpected exits of the managed gobgpd, each followed by a restart', registers: [this.registry] });
   readonly appsDamped: Gauge = new Gauge({
     name: 'vipcast_apps_damped', help: 'Apps held down by flap damping now', registers: [this.registry],
     collect: (): void => { this.appsDamped.set(this.source?.appsDamped?.() ?? 0); },

@@ -133,6 +133,25 @@ export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
   return { speaker, peers, apps, agent, routeAttributes, host };
 }
 
+/**
+ * Settings of the managed gobgpd (routing.gobgp.managed, binary, socket_dir; and plugin/address when they turn it on
+ * or off) that differ: a reload never restarts gobgpd, so these are reported as needing a restart.
+ */
+export function managedSpeakerChanges(a: VipcastConfig, b: VipcastConfig): string[] {
+  const ga = a.routing.gobgp;
+  const gb = b.routing.gobgp;
+  if (!ga.managed && !gb.managed) return [];
+  const out: string[] = [];
+  if (ga.managed !== gb.managed) {
+    if (a.routing.plugin !== b.routing.plugin) out.push('routing.plugin');
+    out.push('routing.gobgp.managed');
+    if (ga.address !== gb.address) out.push('routing.gobgp.address');
+  }
+  if (ga.binary !== gb.binary) out.push('routing.gobgp.binary');
+  if (ga.socketDir !== gb.socketDir) out.push('routing.gobgp.socket_dir');
+  return out;
+}
+
 /** An agent setting as the diff compares it: the prefix policy without what it copies from bgp (a peer or speaker change). */
 function agentValue(agent: AgentConfig, key: keyof AgentConfig): unknown {
   if (key !== 'prefixPolicy' || !agent.prefixPolicy) return agent[key];
@@ -171,6 +190,10 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     log.error({ trigger, problems: errors.length }, 'reload refused: the config in force is unchanged');
     return result(false, errors, [], prev);
   }
+  // The managed gobgpd is the daemon's, not a generation's: a change of its settings takes a restart; until then the
+  // routing section in force stays, and the routers keep talking to the gobgpd that runs.
+  const speakerKeys = managedSpeakerChanges(prev, next);
+  if (speakerKeys.length > 0) next = { ...next, routing: prev.routing };
   const diff = diffConfig(prev, next);
   // Settings this reload cannot apply keep their old value in the config in force (so /status and the hash say what
   // is in force, and the next reload reports them again).
@@ -184,10 +207,11 @@ export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Pro
     next = { ...next, agent: { ...next.agent, ...kept } };
     restartNeeded = [...notApplied].filter(([, why]) => why === 'needs a restart').map(([k]) => `agent.${k}`);
   }
+  restartNeeded = [...speakerKeys, ...restartNeeded];
   // A config app that is not registered (refused at start: its VIP was an HTTP app's then) is tried again on any
   // reload, even of an unchanged file. (cleanup_timer no longer drops config apps: they stay registered and checked.)
   const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
-  const changes = [...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: registered again (it was not registered)`)];
+  const changes = [...speakerKeys.map((k) => `${k}: changed in the file, not applied: needs a restart (the managed gobgpd keeps running)`), ...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: registered again (it was not registered)`)];
   if (changes.length === 0) {
     log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);
