@@ -28,9 +28,9 @@ t.test('one SIGTERM with a frozen gobgpd: the daemon still exits within 10 s', {
   d.kill('SIGTERM');
   const { code } = await d.exited;
   const took = performance.now() - t0;
-  t.ok(took < 10_500, `exited ${Math.round(took)} ms after SIGTERM`);
-  t.ok(code === 0 || code === 1, `exit code ${code}`);
-  t.ok(d.lines.some((l) => /timed out/.test(l.msg) || /failed/.test(l.msg)), 'the stuck withdraw was reported');
+  t.ok(took < 10_000, `exited ${Math.round(took)} ms after SIGTERM`);
+  t.equal(code, 0, 'exit 0: the speaker not answering is reported, not a failed shutdown');
+  t.ok(d.lines.some((l) => /could not withdraw/.test(l.msg) && l.level >= 50), 'the stuck withdraw was reported as an error');
 });
 
 t.test('a second signal during a stuck shutdown exits at once with code 1', { skip }, async (t) => {
