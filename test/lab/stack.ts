@@ -78,7 +78,7 @@ export async function createStack(opts: StackOptions = {}): Promise<Stack> {
   monitor_interval: 200ms
   state_file: ${join(dir, 'host-state.json')}
   registrations_file: ${join(dir, 'registrations.json')}
-  pid_file: ${join(dir, 'vipcast.pid')}
+${extraAgent.includes('maintenance_state_file:') ? '' : `  maintenance_state_file: ${join(dir, 'maintenance.json')}\n`}  pid_file: ${join(dir, 'vipcast.pid')}
 ${extraAgent}
 routing:
   plugin: gobgp
