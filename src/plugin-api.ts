@@ -97,12 +97,122 @@ export interface ConsulSettings {
   readonly stale: boolean;
 }
 
+/** The three plugin families. A package's default export is one descriptor; its `kind` says which family. */
+export type PluginKind = 'monitor' | 'discovery' | 'router';
+
 /** Base of every plugin descriptor. */
 export interface PluginDescriptorBase {
+  /** The family: decides which registry the descriptor joins and which other members it must have. */
+  readonly kind: PluginKind;
+  /** Unique within its family; what the config names (`port`, `consul`, `gobgp`...). [a-z0-9][a-z0-9-]* */
   readonly name: string;
+  /** The plugin's own version (its package's), shown in /status and the logs. */
   readonly version: string;
   /** semver range of PLUGIN_API_VERSION this plugin works with, e.g. `^1.0.0`. */
   readonly apiVersion: string;
+}
+
+/** A structured logger (pino-compatible subset): an object of fields first, then the message. */
+export interface PluginLogger {
+  debug(fields: Record<string, unknown>, msg: string): void;
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+  /** A logger whose every line carries `bindings` too. */
+  child(bindings: Record<string, unknown>): PluginLogger;
+}
+
+/** What a settings parser gets besides the raw settings. */
+export interface SettingsContext {
+  /**
+   * Key path of the settings in the config (`routing.settings`, `discovery[1]`): every error message starts with it
+   * and the key below it, e.g. `discovery[1].file: "x" is not an absolute path`.
+   */
+  readonly path: string;
+  /** Folder of the config file: relative paths in settings resolve against it. */
+  readonly baseDir: string;
+  /** The environment the config reads (secrets by env var name, as `md5_env_var`). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * The part shared by discovery and router descriptors: their settings. `parseSettings` runs when the config is loaded
+ * (start, reload, `vipcast validate`), before anything is created; `sameSettings` tells a reload whether the running
+ * instance can stay.
+ */
+export interface SettingsDescriptor<S> {
+  /**
+   * Validate the raw settings (the YAML value, `{}` when the config gives none) into the plugin's own settings, or throw
+   * an Error naming the key path (see SettingsContext.path). Must not touch the network or the host.
+   */
+  parseSettings(raw: unknown, ctx: SettingsContext): S;
+  /** True when `a` and `b` configure the same thing: a reload keeps the running instance (no restart, no flap). */
+  sameSettings(a: S, b: S): boolean;
+}
+
+/**
+ * Services of the daemon a discovery source may use. They read the config in force at each call, so after a reload
+ * they apply its agent defaults and prefix policy.
+ */
+export interface DiscoveryServices {
+  /**
+   * Build a validated app from gocast's registration parameters (as `/register` and Consul tags take them), with
+   * `source` set to the discovery's name and the agent's rise/fall/interval/timeout. Monitors that run commands are
+   * refused (discovered apps are untrusted input) and the prefix policy applies. Throws an Error naming `path`.
+   */
+  appFrom(params: { name: unknown; vip: unknown; monitor?: unknown; nat?: unknown; vip_communities?: unknown }, path: string): AppSpec;
+}
+
+/** What a discovery factory gets. */
+export interface DiscoveryContext<S> {
+  /** A child logger naming the plugin (`component: discovery, discovery: NAME`). */
+  readonly log: PluginLogger;
+  /** The parsed settings. */
+  readonly settings: S;
+  readonly services: DiscoveryServices;
+}
+
+/**
+ * A discovery plugin: a source of apps (a CMDB, etcd, Kubernetes endpoints...). The config names it under
+ * `discovery: [{ plugin: NAME, ...settings }]`; the built-ins are `config` (the config file's `apps`) and `consul`.
+ */
+export interface DiscoveryPlugin<S = unknown> extends PluginDescriptorBase, SettingsDescriptor<S> {
+  readonly kind: 'discovery';
+  /** Build the source (not started). May be async. */
+  create(ctx: DiscoveryContext<S>): Discovery | Promise<Discovery>;
+}
+
+/** What a router factory gets. */
+export interface RouterContext<S> {
+  /** A child logger naming the plugin (`component: router, router: NAME`). */
+  readonly log: PluginLogger;
+  /** The parsed `routing.settings` (for the built-in `gobgp`: `routing.gobgp`). */
+  readonly settings: S;
+  /** The config's `bgp` section: local AS, router id, listen port, next hop, global communities, peers. */
+  readonly bgp: RouterBgp;
+}
+
+/** The `bgp` section as a router sees it. Peers come again through `Router.applyPeers`. */
+export interface RouterBgp {
+  readonly localAs: number;
+  /** Router id and source address; undefined = chosen by the router (e.g. from the route to the first peer). */
+  readonly localIp?: string;
+  /** -1 = outbound sessions only. */
+  readonly listenPort: number;
+  readonly origin: Origin;
+  readonly communities: readonly Community[];
+  readonly peers: readonly PeerSpec[];
+}
+
+/**
+ * A router plugin: a routing backend (GoBGP over gRPC, BIRD, FRR, ExaBGP...). `routing.plugin: NAME` picks it; its
+ * settings are under `routing.settings`. A reload that changes the plugin or its settings builds a new instance
+ * (make-before-break) and closes the old one.
+ */
+export interface RouterPlugin<S = unknown> extends PluginDescriptorBase, SettingsDescriptor<S> {
+  readonly kind: 'router';
+  /** Build the router (not started). May be async (load .proto files, open a socket). */
+  create(ctx: RouterContext<S>): Router | Promise<Router>;
 }
 
 /**
@@ -254,8 +364,18 @@ export interface HostNetwork {
 /** A discovery source: owns a set of apps and says when it changes. */
 export interface Discovery {
   readonly name: string;
+  /**
+   * Start delivering: `onChange` gets the source's whole set of apps each time it changes (the first call says the
+   * source has answered; until then an earlier run's paths of unknown apps are held). May resolve before the first call.
+   */
   start(onChange: (apps: readonly AppSpec[]) => void): Promise<void>;
   /** The source's current apps. */
   apps(): readonly AppSpec[];
+  /** The config in force changed but the settings did not (a reload): rebuild the apps with the new agent defaults. */
+  refresh?(): void;
+  /** Stop delivering and release resources; changes nothing announced. Safe to call twice. */
   close(): Promise<void>;
 }
+
+/** Any plugin descriptor: what a plugin package's default export is. */
+export type VipcastPlugin = MonitorPlugin | DiscoveryPlugin | RouterPlugin;
