@@ -104,7 +104,7 @@ export type PluginKind = 'monitor' | 'discovery' | 'router';
 export interface PluginDescriptorBase {
   /** The family: decides which registry the descriptor joins and which other members it must have. */
   readonly kind: PluginKind;
-  /** Unique within its family; what the config names (`port`, `consul`, `gobgp`...). [a-z0-9][a-z0-9-]* */
+  /** Unique within its family; what the config names (`port`, `consul`, `gobgp`...). [a-z][a-z0-9_-]{0,31} in every family. */
   readonly name: string;
   /** The plugin's own version (its package's), shown in /status and the logs. */
   readonly version: string;

@@ -1,6 +1,7 @@
 /** The validated, typed configuration: what `loadConfig` returns after every check passed. */
 import type { AppSpec, Community, Origin, PeerSpec } from '../plugin-api.js';
 import type { MonitorRegistry } from './monitor-registry.js';
+import type { PluginRegistry } from './plugin-registry.js';
 import type { PrefixPolicy } from './prefix-policy.js';
 
 export interface AgentConfig {
@@ -124,9 +125,14 @@ export interface VipcastConfig {
   readonly agent: AgentConfig;
   readonly bgp: BgpConfig;
   readonly routing: RoutingConfig;
-  /** Third-party monitor plugin packages named in `plugins:`. */
+  /** Plugin packages (of any family) named in `plugins:`. */
   readonly plugins: readonly string[];
-  /** The monitor types this config may use (built-ins + its plugins); HTTP and Consul registrations use it too. */
+  /**
+   * Every plugin this config may name, by family: the built-ins and the packages of `plugins:`, loaded afresh at each
+   * load (start, reload, `vipcast validate`). Routers and discovery sources are looked up here by name.
+   */
+  readonly registry: PluginRegistry;
+  /** The monitor types this config may use (built-ins + its plugins; `registry.monitors`); HTTP and Consul registrations use it too. */
   readonly monitors: MonitorRegistry;
   /** Apps from the config file (source 'config'). */
   readonly apps: readonly AppSpec[];

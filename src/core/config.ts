@@ -15,7 +15,9 @@ import type { AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, PeerSpec
 import type { AgentConfig, BgpConfig, FlapDampingConfig, RoutingConfig, VipcastConfig } from './config-types.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
-import { loadMonitorPlugin } from './plugin-loader.js';
+import { PluginLoadError, loadPlugin } from './plugin-loader.js';
+import { PluginRegistry } from './plugin-registry.js';
+import { builtinPlugins } from '../plugins/builtins.js';
 import {
   DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
   MANAGED_SOCKET_NAME, loadScalars, mapping,
@@ -27,8 +29,10 @@ import { DEFAULT_POLICY, checkVip, vipRefusal, type CommunityPattern, type HostA
 import { readHostAddresses } from './host-addresses.js';
 
 export interface ConfigOptions {
-  /** Monitor plugins that `apps[].monitors` may name (default: the built-in ones). */
+  /** Monitor plugins that `apps[].monitors` may name (default: the built-in ones). Ignored when `registry` is given. */
   readonly monitors?: MonitorRegistry;
+  /** Every plugin the config may name (default: the built-ins; loadConfig adds the packages of `plugins:`). */
+  readonly registry?: PluginRegistry;
   /** Environment for CONSUL_TOKEN, VIPCAST_GOBGP_ADDRESS and `md5_env_var` (default: process.env). */
   readonly env?: NodeJS.ProcessEnv;
   /** Force `routing.plugin` (the CLI's --dry-run) before the checks that depend on it run. */
@@ -112,6 +116,8 @@ interface AppDefaults {
 interface AppContext {
   readonly defaults: AppDefaults;
   readonly monitors: MonitorRegistry;
+  /** Packages of `plugins:` that failed to load: a monitor type they may provide is not reported unknown. */
+  readonly registry: PluginRegistry;
   readonly baseDir: string;
   readonly problems: Problems;
   /** For the `consul` monitor. */
@@ -157,6 +163,9 @@ function parseApp(raw: Record<string, unknown>, path: string, ctx: AppContext): 
     else {
       raw.monitors.forEach((m, j) => {
         const p = `${path}.monitors[${j}]`;
+        // A type that may come from a package that failed to load: that package's error (plugins[i]) is the one the
+        // user sees for it, not one more per app.
+        if (unknownFromFailedPlugin(m, ctx)) return;
         const spec = problems.try(p, () => ctx.monitors.parse(m, { path: p, baseDir: ctx.baseDir, trusted: true, ...(name !== undefined ? { app: name } : {}), consul: ctx.consul }));
         if (spec && monitors.some((x) => x.text === spec.text)) problems.add(p, `"${spec.text}" is listed twice`);
         else if (spec) monitors.push(spec);
@@ -222,23 +231,26 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
     throw new VipcastError('VIPCAST_ERR_CONFIG_READ', `cannot read config file ${file}${code ? ` (${code})` : ''}: ${(err as Error).message}`, { cause: err });
   }
   const root = parseYaml(text, file);
-  // Third-party monitor plugins load before the apps are checked, so their monitor types are known. A fresh
-  // registry per load: a reload sees plugins added to or removed from the file.
+  // Plugin packages of every family load before anything is checked, so their monitor types, routers and discovery
+  // sources are known. A fresh registry per load: a reload sees plugins added to or removed from the file.
   const names = pluginNames(root);
-  if (names.length === 0) return buildConfig(root, file, opts);
+  const registry = opts.registry ?? newRegistry(opts);
+  if (names.length === 0) return buildConfig(root, file, { ...opts, registry });
   const baseDir = file ? path.dirname(path.resolve(file)) : process.cwd();
-  const registry = new MonitorRegistry();
   const details: string[] = [];
-  for (const [i, name] of names.entries()) {
+  for (const [i, name] of names) {
+    const at = `plugins[${i}]`;
     try {
-      registry.add(await loadMonitorPlugin(name, baseDir));
+      registry.add(await loadPlugin(name, baseDir, { path: at }), name, at);
     } catch (err) {
-      details.push(`plugins[${i}]: ${(err as Error).message}`);
+      // Every loader error starts with its key path and names the package; anything else (a name clash) gets both.
+      details.push(err instanceof PluginLoadError ? err.message : `${(err as Error).message.startsWith(at) ? '' : `${at}: `}${(err as Error).message}`);
+      registry.addFailure({ path: at, pkg: name, ...(err instanceof PluginLoadError && err.kind ? { kind: err.kind } : {}), ...(err instanceof PluginLoadError && err.pluginName ? { name: err.pluginName } : {}) });
     }
   }
   let config: VipcastConfig | undefined;
   try {
-    config = buildConfig(root, file, { ...opts, monitors: registry });
+    config = buildConfig(root, file, { ...opts, registry });
   } catch (err) {
     if (!(err instanceof VipcastError && err.code === 'VIPCAST_ERR_CONFIG')) throw err;
     details.push(...err.details);
@@ -249,11 +261,25 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
   return config;
 }
 
-/** The `plugins:` list (package names); shape errors are reported by buildConfig. */
-function pluginNames(root: unknown): string[] {
+/** The `plugins:` list as [index, package name]; shape errors are reported by buildConfig. */
+function pluginNames(root: unknown): Array<[number, string]> {
   if (!root || typeof root !== 'object') return [];
   const list = (root as Record<string, unknown>).plugins;
-  return Array.isArray(list) ? list.filter((n): n is string => typeof n === 'string' && PLUGIN_NAME.test(n)) : [];
+  if (!Array.isArray(list)) return [];
+  return list.flatMap((n, i): Array<[number, string]> => (typeof n === 'string' && PLUGIN_NAME.test(n) ? [[i, n]] : []));
+}
+
+/** A registry of the built-in plugins of every family (the monitors of `opts.monitors` when given). */
+function newRegistry(opts: ConfigOptions): PluginRegistry {
+  return new PluginRegistry({ builtins: builtinPlugins(), ...(opts.monitors ? { monitors: opts.monitors } : {}) });
+}
+
+/** True for a monitor whose type is unknown and may come from a package of `plugins:` that failed to load. */
+function unknownFromFailedPlugin(input: unknown, ctx: AppContext): boolean {
+  if (ctx.registry.failures().length === 0) return false;
+  const type = typeof input === 'string' ? input.split(':', 1)[0]!.trim()
+    : input && typeof input === 'object' && typeof (input as Record<string, unknown>).type === 'string' ? (input as Record<string, string>).type : undefined;
+  return type !== undefined && !ctx.monitors.names().includes(type) && ctx.registry.failedSource('monitor', type) !== undefined;
 }
 
 /** npm package names, scoped or not. */
@@ -314,15 +340,16 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const routing = buildRouting(get, sections.routing!, env, problems);
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
   const prefixPolicy = buildPrefixPolicy(get, bgp);
-  const monitors = opts.monitors ?? new MonitorRegistry();
+  const registry = opts.registry ?? newRegistry(opts);
+  const monitors = registry.monitors;
   const plugins = buildPlugins(top.plugins, problems);
-  const apps = buildApps(top.apps, agent, { monitors, baseDir, problems, consul: consulSettings(agent, env), policy: prefixPolicy, host: opts.hostAddresses ?? readHostAddresses() });
+  const apps = buildApps(top.apps, agent, { monitors, registry, baseDir, problems, consul: consulSettings(agent, env), policy: prefixPolicy, host: opts.hostAddresses ?? readHostAddresses() });
 
   if (problems.list.length) {
     const n = problems.list.length;
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${n} problem${n === 1 ? '' : 's'} in ${file || '(config)'}`, { details: problems.list });
   }
-  return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, plugins, monitors, warnings: Object.freeze(problems.warnings) });
+  return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, plugins, registry, monitors, warnings: Object.freeze(problems.warnings) });
 }
 
 /**

@@ -1,18 +1,27 @@
 /**
- * Loads third-party monitor plugins: npm packages named in the config's `plugins:` list, resolved from the config
- * file's folder (so they are installed next to the config, or globally on NODE_PATH), checked for shape and plugin
- * API version before anything uses them.
+ * Loads third-party plugins of every family (monitor, discovery, router): npm packages named in the config's
+ * `plugins:` list, resolved from the config file's folder (so they are installed next to the config, or globally on
+ * NODE_PATH), checked for shape and plugin API version before anything uses them. The descriptor's `kind` decides the
+ * family and so the members it must have. Every problem is a coded VipcastError whose message starts with the key
+ * path (`plugins[2]`) and names the package:
+ *
+ * - VIPCAST_ERR_PLUGIN_NOT_FOUND: the package is not installed where the config looks;
+ * - VIPCAST_ERR_PLUGIN_LOAD: it is installed but importing it threw (its own code, or a missing dependency);
+ * - VIPCAST_ERR_PLUGIN_VERSION: its `apiVersion` range is not satisfied by PLUGIN_API_VERSION (checked before the
+ *   family's members: a plugin written for another API version is told so, not that its members look wrong);
+ * - VIPCAST_ERR_PLUGIN_SHAPE: its export is not a descriptor (no object, a `kind` that is not a family, a bad name,
+ *   missing or mistyped members).
  */
 import { createRequire } from 'node:module';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join, isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import semver from 'semver';
-import { PLUGIN_API_VERSION, type MonitorPlugin } from '../plugin-api.js';
+import { PLUGIN_API_VERSION, type DiscoveryPlugin, type MonitorPlugin, type PluginKind, type RouterPlugin, type VipcastPlugin } from '../plugin-api.js';
 import { VipcastError } from './errors.js';
 
 /** Resolve a package's entry file from `baseDir`: CommonJS resolution first, then an ESM-only package's exports. */
-export function resolvePlugin(name: string, baseDir: string): string {
+export function resolvePlugin(name: string, baseDir: string, path = 'plugins'): string {
   const req = createRequire(join(baseDir, '__vipcast__.js'));
   try {
     return req.resolve(name);
@@ -23,12 +32,17 @@ export function resolvePlugin(name: string, baseDir: string): string {
     for (const dir of req.resolve.paths(name) ?? []) {
       const pkgFile = join(dir, name, 'package.json');
       if (!existsSync(pkgFile)) continue;
-      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports?: unknown; main?: string; module?: string };
+      let pkg: { exports?: unknown; main?: string; module?: string };
+      try {
+        pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as typeof pkg;
+      } catch (e) {
+        throw new PluginLoadError('VIPCAST_ERR_PLUGIN_LOAD', `${path}: plugin "${name}" is installed but its package.json can't be read: ${(e as Error).message}`, name, undefined, undefined, { cause: e });
+      }
       const entry = esmEntry(pkg.exports) ?? pkg.module ?? pkg.main ?? 'index.js';
       return join(dir, name, entry);
     }
-    throw new VipcastError('VIPCAST_ERR_PLUGIN_NOT_FOUND',
-      `plugin "${name}" is not installed (looked from ${baseDir}); install it there: cd ${baseDir} && npm install ${name}`, { cause: err });
+    throw new PluginLoadError('VIPCAST_ERR_PLUGIN_NOT_FOUND',
+      `${path}: plugin "${name}" is not installed (looked from ${baseDir}); install it there: cd ${baseDir} && npm install ${name}`, name, undefined, undefined, { cause: err });
   }
 }
 
@@ -49,40 +63,103 @@ function esmEntry(exports: unknown): string | undefined {
   return undefined;
 }
 
-/** Load and check one monitor plugin package. */
-export async function loadMonitorPlugin(name: string, baseDir: string): Promise<MonitorPlugin> {
-  const file = resolvePlugin(name, baseDir);
+/** The plugin families, in the order error messages list them. */
+export const PLUGIN_KINDS: readonly PluginKind[] = ['monitor', 'discovery', 'router'];
+
+/**
+ * What a plugin's `name` must look like, the same in every family: what the config names it by (`port:tcp:53`,
+ * `routing.plugin: gobgp`, `discovery: [{ plugin: consul }]`), so no colon, no space, no capitals.
+ */
+export const PLUGIN_NAME_RULE = /^[a-z][a-z0-9_-]{0,31}$/;
+
+/** The members each family adds to the base, and the type each must have. */
+const FAMILY_MEMBERS: Readonly<Record<PluginKind, ReadonlyArray<readonly [string, 'string' | 'function']>>> = {
+  monitor: [['workerModule', 'string'], ['parse', 'function']],
+  discovery: [['parseSettings', 'function'], ['sameSettings', 'function'], ['create', 'function']],
+  router: [['parseSettings', 'function'], ['sameSettings', 'function'], ['create', 'function']],
+};
+
+/**
+ * A plugin that could not be loaded: a VipcastError with what the descriptor said it is, when that much could be read
+ * (so the config can tell which monitor types or router names were to come from it).
+ */
+export class PluginLoadError extends VipcastError {
+  constructor(code: 'VIPCAST_ERR_PLUGIN_NOT_FOUND' | 'VIPCAST_ERR_PLUGIN_LOAD' | 'VIPCAST_ERR_PLUGIN_SHAPE' | 'VIPCAST_ERR_PLUGIN_VERSION', message: string,
+    readonly pkg: string, readonly kind?: PluginKind, readonly pluginName?: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
+  }
+}
+
+export interface LoadOptions {
+  /** Key path of the package's name in the config, first in every message (default `plugins`). */
+  readonly path?: string;
+}
+
+/**
+ * Load and check one plugin package of any family: resolve it from `baseDir`, import it (CommonJS or ESM; the default
+ * export, or `module.exports`), check the descriptor's base fields, its `apiVersion`, then its family's members.
+ * Returns a frozen copy whose functions stay bound to the package's own object. Throws a coded VipcastError (see the
+ * file comment) whose message starts with `opts.path` and names the package.
+ */
+export async function loadPlugin(name: string, baseDir: string, opts: LoadOptions = {}): Promise<VipcastPlugin> {
+  const path = opts.path ?? 'plugins';
+  const file = resolvePlugin(name, baseDir, path);
   let mod: unknown;
   try {
     mod = await import(pathToFileURL(file).href);
   } catch (err) {
     const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' || (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
-    throw new VipcastError('VIPCAST_ERR_PLUGIN_LOAD',
-      `plugin "${name}" is installed but failed to load${missing ? ' (one of its own dependencies is missing)' : ''}: ${(err as Error).message}`, { cause: err });
+    throw new PluginLoadError('VIPCAST_ERR_PLUGIN_LOAD',
+      `${path}: plugin "${name}" is installed but failed to load${missing ? ' (one of its own dependencies is missing)' : ''}: ${(err as Error).message}`, name, undefined, undefined, { cause: err });
   }
   // ESM default, or a transpiled ESM module seen through CommonJS: `default.default`.
   let desc = mod as Record<string, unknown>;
   for (let i = 0; i < 2 && desc && typeof desc === 'object' && 'default' in desc && desc.default; i++) desc = desc.default as Record<string, unknown>;
+  const said = (d: Record<string, unknown>): [PluginKind | undefined, string | undefined] => [
+    PLUGIN_KINDS.includes(d.kind as PluginKind) ? d.kind as PluginKind : undefined,
+    typeof d.name === 'string' && PLUGIN_NAME_RULE.test(d.name) ? d.name : undefined,
+  ];
+  const shape = (problems: readonly string[], what = 'a vipcast plugin'): PluginLoadError => {
+    const [k, n] = desc && typeof desc === 'object' ? said(desc) : [undefined, undefined];
+    return new PluginLoadError('VIPCAST_ERR_PLUGIN_SHAPE', `${path}: plugin "${name}" does not export ${what}: ${problems.join('; ')}`, name, k, n);
+  };
+  if (!desc || typeof desc !== 'object') throw shape([`its default export is ${desc === null ? 'null' : typeof desc}, not a descriptor object`]);
+
+  // The base: every family has it.
   const problems: string[] = [];
-  if (!desc || typeof desc !== 'object') problems.push('its default export is not an object');
-  else {
-    if (desc.kind !== 'monitor') problems.push(`kind is ${JSON.stringify(desc.kind)}, want "monitor"`);
-    for (const key of ['name', 'version', 'apiVersion', 'workerModule'] as const) {
-      if (typeof desc[key] !== 'string' || desc[key] === '') problems.push(`"${key}" must be a non-empty string`);
-    }
-    if (typeof desc.parse !== 'function') problems.push('"parse" must be a function');
-    if (typeof desc.name === 'string' && !/^[a-z][a-z0-9_-]{0,31}$/.test(desc.name)) problems.push(`name ${JSON.stringify(desc.name)} must match [a-z][a-z0-9_-]{0,31}`);
+  const kind = PLUGIN_KINDS.includes(desc.kind as PluginKind) ? desc.kind as PluginKind : undefined;
+  if (!kind) problems.push(`kind is ${JSON.stringify(desc.kind) ?? 'missing'}, want ${PLUGIN_KINDS.map((k) => `"${k}"`).join(', ')}`);
+  for (const key of ['name', 'version', 'apiVersion'] as const) {
+    if (typeof desc[key] !== 'string' || desc[key] === '') problems.push(`"${key}" must be a non-empty string`);
   }
-  if (problems.length > 0) {
-    throw new VipcastError('VIPCAST_ERR_PLUGIN_LOAD', `plugin "${name}" does not export a vipcast monitor plugin: ${problems.join('; ')}`);
+  if (typeof desc.name === 'string' && desc.name !== '' && !PLUGIN_NAME_RULE.test(desc.name)) problems.push(`name ${JSON.stringify(desc.name)} must match ${PLUGIN_NAME_RULE.source.slice(1, -1)}`);
+  if (typeof desc.apiVersion === 'string' && desc.apiVersion !== '' && !semver.validRange(desc.apiVersion)) problems.push(`apiVersion ${JSON.stringify(desc.apiVersion)} is not a semver range (e.g. "^1.0.0")`);
+  if (problems.length > 0 || !kind) throw shape(problems);
+  const apiVersion = desc.apiVersion as string;
+  const version = desc.version as string;
+
+  // The API version before the family's members: a plugin for another API is told that, not that its members look wrong.
+  if (!semver.satisfies(PLUGIN_API_VERSION, apiVersion)) {
+    throw new PluginLoadError('VIPCAST_ERR_PLUGIN_VERSION',
+      `${path}: plugin "${name}" ${version} needs plugin API ${apiVersion}; this vipcast provides ${PLUGIN_API_VERSION}`, name, ...said(desc));
   }
-  const plugin = desc as unknown as MonitorPlugin;
-  if (!semver.validRange(plugin.apiVersion) || !semver.satisfies(PLUGIN_API_VERSION, plugin.apiVersion)) {
-    throw new VipcastError('VIPCAST_ERR_PLUGIN_VERSION',
-      `plugin "${name}" ${plugin.version} needs plugin API ${plugin.apiVersion}; this vipcast provides ${PLUGIN_API_VERSION}`);
+
+  for (const [key, type] of FAMILY_MEMBERS[kind]) {
+    if (typeof desc[key] !== type || desc[key] === '') problems.push(`"${key}" must be a ${type === 'string' ? 'non-empty string' : 'function'}`);
   }
-  // A relative workerModule is relative to the plugin's entry file.
-  const worker = /^[a-z]+:/.test(plugin.workerModule) ? plugin.workerModule
-    : pathToFileURL(isAbsolute(plugin.workerModule) ? plugin.workerModule : join(dirname(file), plugin.workerModule)).href;
-  return Object.freeze({ ...plugin, workerModule: worker, parse: plugin.parse.bind(plugin) });
+  if (kind === 'monitor' && desc.runsCommands !== undefined && typeof desc.runsCommands !== 'boolean') problems.push('"runsCommands" must be true or false');
+  if (problems.length > 0) throw shape(problems, `a vipcast ${kind} plugin`);
+
+  const base = { kind, name: desc.name as string, version, apiVersion };
+  if (kind === 'monitor') {
+    const m = desc as unknown as MonitorPlugin;
+    // A relative workerModule is relative to the plugin's entry file.
+    const worker = /^[a-z]+:/.test(m.workerModule) ? m.workerModule
+      : pathToFileURL(isAbsolute(m.workerModule) ? m.workerModule : join(dirname(file), m.workerModule)).href;
+    return Object.freeze<MonitorPlugin>({ ...base, kind, ...(m.runsCommands === undefined ? {} : { runsCommands: m.runsCommands }), workerModule: worker, parse: m.parse.bind(m) });
+  }
+  const s = desc as unknown as RouterPlugin | DiscoveryPlugin;
+  const settings = { parseSettings: s.parseSettings.bind(s), sameSettings: s.sameSettings.bind(s) };
+  if (kind === 'router') return Object.freeze<RouterPlugin>({ ...base, kind, ...settings, create: (s as RouterPlugin).create.bind(s) });
+  return Object.freeze<DiscoveryPlugin>({ ...base, kind, ...settings, create: (s as DiscoveryPlugin).create.bind(s) });
 }
