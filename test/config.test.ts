@@ -531,3 +531,34 @@ t.test('docs/CONFIG.md documents every key', async (t) => {
   const doc = readFileSync(path.join(root, 'docs/CONFIG.md'), 'utf8');
   for (const key of configKeys()) t.ok(doc.includes(`\`${key}\``), `${key} is documented`);
 });
+
+/**
+ * `plugins:` rows: [fixture under test/fixtures/plugins (installed as `pkg`), pkg, the app's monitor, the one problem
+ * the load reports]. A package that never got as far as its descriptor may provide any monitor type, so an app's type
+ * unknown without it is not reported too; a router or discovery package can't provide one.
+ */
+const PLUGIN_ROWS: ReadonlyArray<readonly [string | undefined, string, string, RegExp]> = [
+  [undefined, 'vipcast-monitor-absent', 'fromplugin:x', /^plugins\[0\]: plugin "vipcast-monitor-absent" is not installed \(looked from .*\); install it there: cd .* && npm install vipcast-monitor-absent$/],
+  ['throws-on-load', 'vipcast-monitor-throws', 'fromplugin:x', /^plugins\[0\]: plugin "vipcast-monitor-throws" is installed but failed to load: boom: plugin initialisation failed$/],
+  ['router-wrong-kind', 'vipcast-router-wrong-kind', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-router-wrong-kind" does not export a vipcast plugin: kind is "routerx", want "monitor", "discovery", "router"$/],
+  ['discovery-bad-shape', 'vipcast-discovery-bad-shape', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-discovery-bad-shape" does not export a vipcast discovery plugin: "parseSettings" must be a function; "sameSettings" must be a function; "create" must be a function$/],
+  ['router-version-mismatch', 'vipcast-router-future', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-router-future" 3\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
+  ['discovery-version-mismatch', 'vipcast-discovery-future', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-discovery-future" 2\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
+];
+
+t.test(`${PLUGIN_ROWS.length} broken plugin packages, each refused with plugins[i] and the package as the config's only problem`, async (t) => {
+  const { cpSync, mkdirSync, writeFileSync } = await import('node:fs');
+  for (const [fixture, pkg, monitor, want] of PLUGIN_ROWS) {
+    const dir = t.testdir({});
+    if (fixture) {
+      mkdirSync(path.join(dir, 'node_modules', pkg), { recursive: true });
+      cpSync(path.join(root, 'test/fixtures/plugins', fixture), path.join(dir, 'node_modules', pkg), { recursive: true });
+    }
+    const file = path.join(dir, 'vipcast.yaml');
+    writeFileSync(file, `plugins: [${pkg}]\nrouting: { plugin: dry-run }\napps:\n  - { name: a, vip: 198.18.100.70/32, monitors: ["${monitor}"] }\n`);
+    const err = await loadFailure(file);
+    t.equal(err.code, 'VIPCAST_ERR_CONFIG', pkg);
+    t.equal(err.details.length, 1, `${pkg}: one problem (${err.details.join(' | ')})`);
+    t.match(err.details[0], want, pkg);
+  }
+});
