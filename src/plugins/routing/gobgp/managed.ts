@@ -192,8 +192,10 @@ export class ManagedGobgpd {
     } catch {
       return;
     }
+    // gobgpd is multi-threaded: its main thread can be a zombie while another thread still holds the listening
+    // socket for a moment, so wait for the socket to stop answering too.
     const deadline = Date.now() + 3000;
-    while (Date.now() < deadline && running(pid)) await sleep(20);
+    while (Date.now() < deadline && (running(pid) || (await answers(this.socket)))) await sleep(20);
   }
 
   /** A socket nobody serves is removed (gobgpd would fail to listen); one that answers belongs to someone else. */
