@@ -5,7 +5,7 @@
  * (a misspelled key would be dropped silently and gobgpd would announce something else).
  */
 import t from 'tap';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -103,7 +103,9 @@ t.test('every message, field, enum value and RPC in proto/ is exactly as in GoBG
 t.test('every RPC the router calls is in proto/', async (t) => {
   const mine = load(MINE);
   const svc = mine.lookup('apipb.GobgpApi') as protobuf.Service;
-  const src = ['router.ts', 'client.ts'].map((f) => readFileSync(join(repo, 'src', 'plugins', 'routing', 'gobgp', f), 'utf8')).join('\n');
+  // Every module of the plugin: the router is split into connection.ts, paths.ts and peers.ts (managed.ts probes too).
+  const dir = join(repo, 'src', 'plugins', 'routing', 'gobgp');
+  const src = readdirSync(dir).filter((f) => f.endsWith('.ts')).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
   const called = new Set([...src.matchAll(/(?:call|callStream(?:<[^(]*>)?|unary(?:<[^(]*>)?|stream(?:<[^(]*>)?|clientStream(?:<[^(]*>)?)\((?:client, )?'(\w+)'/g)].map((m) => m[1]!));
   t.ok(called.size >= 15, `found ${called.size} RPC names in the router: ${[...called].join(', ')}`);
   for (const m of called) t.ok(svc.methods[m], `rpc ${m} is declared`);
