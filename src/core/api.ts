@@ -11,7 +11,7 @@ import { chown, chmod, lstat, readFile, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Logger } from './logger.js';
-import type { Daemon } from './daemon.js';
+import type { DaemonForApi } from './daemon-api.js';
 import type { VipcastConfig } from './config-types.js';
 import { VipcastError } from './errors.js';
 import { appFromRegistration, type RegistrationInput } from './registration.js';
@@ -43,7 +43,7 @@ export interface ApiOptions {
   readonly guard?: ApiGuard;
 }
 
-export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): FastifyInstance {
+export function buildApi(daemon: DaemonForApi, log: Logger, opts: ApiOptions = {}): FastifyInstance {
   // fastify's own request logging stays off: handlers log what matters, object first, with the component logger.
   const app = Fastify({ logger: false, bodyLimit: API_BODY_LIMIT, requestTimeout: 10_000 });
   const guard = opts.guard ?? new ApiGuard({ accounts: new Accounts() });
@@ -176,7 +176,7 @@ export function buildApi(daemon: Daemon, log: Logger, opts: ApiOptions = {}): Fa
 }
 
 /** Listen on a gocast-style address (":8080", "127.0.0.1:8080", "[::1]:8080") or on a unix socket ("unix:/path"). */
-export async function startApi(daemon: Daemon, listenAddr: string, log: Logger): Promise<ApiServer> {
+export async function startApi(daemon: DaemonForApi, listenAddr: string, log: Logger): Promise<ApiServer> {
   if (listenAddr.startsWith('unix:')) return startUnixApi(daemon, listenAddr, log);
   const { host, port } = splitListen(listenAddr);
   const app = buildApi(daemon, log);
@@ -193,7 +193,7 @@ export async function startApi(daemon: Daemon, listenAddr: string, log: Logger):
  * agent.api_socket_mode, so no one else can connect in between. A socket file left by a dead vipcast is replaced;
  * one that answers (another vipcast) is not.
  */
-async function startUnixApi(daemon: Daemon, listenAddr: string, log: Logger): Promise<ApiServer> {
+async function startUnixApi(daemon: DaemonForApi, listenAddr: string, log: Logger): Promise<ApiServer> {
   const file = unixSocketPath(listenAddr, 'agent.listen_addr');
   const { apiSocketMode, apiSocketGroup } = daemon.config.agent;
   const gid = apiSocketGroup === '' ? -1 : await groupId(apiSocketGroup);

@@ -9,12 +9,13 @@ import { loadConfig } from './config.js';
 import { CheckPool } from './check-pool.js';
 import { AppRegistry, sameChecks } from './registry.js';
 import { HealthTracker, type CheckRunner } from './health.js';
-import { Reconciler, type ReconcilerOptions } from './reconciler.js';
+import { Reconciler } from './reconciler.js';
 import { buildGeneration, closeGeneration, startGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
 import { Coalescer } from './serial-queue.js';
 import { exposureWarnings, startApi, type ApiServer } from './api.js';
-import { configHash, reloadConfig, type ReloadResult } from './reload.js';
+import { configHash, reloadConfig } from './reload.js';
+import { reconcilerOptions, type DaemonForApi, type DaemonForReload, type ReloadResult } from './daemon-api.js';
 import { consulSettings } from './config.js';
 import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
 import { VipcastError } from './errors.js';
@@ -44,7 +45,7 @@ export const RELOAD_SETTLE_MS = 100;
  */
 export const CONSUL_FIRST_READ_HOLD_MS = 30_000;
 
-export class Daemon {
+export class Daemon implements DaemonForApi, DaemonForReload {
   /** The prefix policy of the config in force guards its door (invariant 9). */
   readonly registry = new AppRegistry({ policy: () => this.generation?.config.agent.prefixPolicy });
   readonly startedAt = Date.now();
@@ -456,14 +457,6 @@ function dampingStatus(info: DampingInfo | undefined): Record<string, unknown> {
 /** /status's `maintenance` of an app: while it is in maintenance, since when and by whom (api, cli, file). */
 function maintenanceStatus(view: ReturnType<Maintenance['view']>): Record<string, unknown> {
   return view ? { maintenance: view } : {};
-}
-
-export function reconcilerOptions(config: VipcastConfig): ReconcilerOptions {
-  return {
-    bgp: config.bgp,
-    cleanupTimerMs: config.agent.cleanupTimerMs,
-    removeVipOnWithdraw: config.agent.removeVipOnWithdraw,
-  };
 }
 
 async function withTimeout(p: Promise<unknown>, ms: number, what: string, log: Logger): Promise<void> {

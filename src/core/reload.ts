@@ -12,29 +12,12 @@ import { createHash } from 'node:crypto';
 import type { PeerSpec } from '../plugin-api.js';
 import type { AgentConfig, VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
-import type { Daemon } from './daemon.js';
+import { reconcilerOptions, type DaemonForReload, type ReloadResult } from './daemon-api.js';
 import { errorDetails, VipcastError } from './errors.js';
 import { appKey } from './registry.js';
-import { reconcilerOptions } from './daemon.js';
 import { buildGeneration, closeGeneration, startGeneration, withdrawAll } from './container.js';
 
-export interface ReloadResult {
-  readonly ok: boolean;
-  readonly trigger: string;
-  readonly at: string;
-  readonly durationMs: number;
-  /** Every problem (with its key path) when the new file was refused or failed to apply. */
-  readonly errors: readonly string[];
-  /** What changed, one line each ("app web: changed", "peer 198.18.0.1: added"). */
-  readonly changes: readonly string[];
-  /** sha256 of the config in force after this reload (the old one when it failed). */
-  readonly configInForce: string;
-  /**
-   * Settings that changed in the file but are not in force: they take effect at the next start ("agent.stateFile").
-   * The config in force keeps their old value, so every later reload reports them again until a restart.
-   */
-  readonly restartNeeded: readonly string[];
-}
+export type { ReloadResult } from './daemon-api.js';
 
 /**
  * How a reload applies each agent setting; typed over every key, so a new setting does not compile until it is
@@ -174,7 +157,7 @@ export function configHash(c: VipcastConfig): string {
   return createHash('sha256').update(JSON.stringify(c, (k, v) => (k === 'md5Password' || k === 'consulToken' ? (v ? createHash('sha256').update(String(v)).digest('hex') : v) : v))).digest('hex').slice(0, 16);
 }
 
-export async function reloadConfig(d: Daemon, trigger: string, log: Logger): Promise<ReloadResult> {
+export async function reloadConfig(d: DaemonForReload, trigger: string, log: Logger): Promise<ReloadResult> {
   const started = performance.now();
   const prev = d.config;
   let restartNeeded: string[] = [];
@@ -248,7 +231,7 @@ interface Progress {
   pidFile?: { commit(): void; undo(): void };
 }
 
-async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, notApplied: ReadonlyMap<string, string>, log: Logger, progress: Progress): Promise<void> {
+async function apply(d: DaemonForReload, next: VipcastConfig, diff: ConfigDiff, notApplied: ReadonlyMap<string, string>, log: Logger, progress: Progress): Promise<void> {
   const rec = d.reconciler;
   const prev = d.config;
   // First, before any effect: a pid file that can't be written fails the reload with nothing else changed.
@@ -283,7 +266,7 @@ async function apply(d: Daemon, next: VipcastConfig, diff: ConfigDiff, notApplie
   await rec.trigger(diff.speaker.length > 0);
 }
 
-async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progress: Progress, log: Logger): Promise<void> {
+async function undo(d: DaemonForReload, prev: VipcastConfig, next: VipcastConfig, progress: Progress, log: Logger): Promise<void> {
   const rec = d.reconciler;
   progress.pidFile?.undo();
   if (progress.checkWorkers !== undefined) d.resizeCheckPool(progress.checkWorkers);
@@ -307,7 +290,7 @@ async function undo(d: Daemon, prev: VipcastConfig, next: VipcastConfig, progres
  * once the sessions re-form (the one disruptive change). Against another speaker (address or plugin changed) the old
  * one keeps announcing until the new one is up; if the new one fails, the old generation stays in force.
  */
-async function swapGeneration(d: Daemon, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
+async function swapGeneration(d: DaemonForReload, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
   const gen = await buildGeneration(next, { dryRun: d.generation.dryRun, log });
   await d.reconciler.queue.run(async () => {
     const old = d.generation;
