@@ -15,6 +15,9 @@ import { releaseEarlySignals, takeEarlySignals } from './early-signals.js';
 // Everything heavy is imported by the command that needs it: --version and --help load nothing more than this
 // file, validate and reload load the config parser (no fastify, gRPC, piscina or pino), only run loads the daemon.
 
+/** A signal during start waits at most this long for the speaker and host network to be started before stopping. */
+const STOP_WAITS_FOR_START_MS = 3000;
+
 const HELP = `vipcast: health-checked anycast host agent (gocast compatible)
 
 Usage:
@@ -311,9 +314,13 @@ async function run(args: Args): Promise<void> {
     void (async () => {
       // Stopping in the middle of start() would race it (it goes on announcing after the withdraw): let it finish,
       // then withdraw everything it did. A start that fails stops and exits by itself.
+      // A start stuck on a frozen speaker (its first pass waits on a gRPC deadline) is not waited for: once the
+      // speaker and host network are started, or after STOP_WAITS_FOR_START_MS, the stop halts it at its next step.
       if (!running && starting) {
-        log.info({ signal }, 'vipcast is still starting: stopping once the start has finished');
-        await starting.catch(() => undefined);
+        log.info({ signal }, 'vipcast is still starting: stopping once its speaker and host network are started');
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([daemon.stoppable, starting.catch(() => undefined), new Promise((r) => { timer = setTimeout(r, STOP_WAITS_FOR_START_MS); })]);
+        clearTimeout(timer);
       }
       await daemon.stop(signal);
       daemon.pidFile.remove();

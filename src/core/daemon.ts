@@ -86,6 +86,12 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   /** Resolves true when start() has finished, false when it failed. */
   private readonly started: Promise<boolean>;
   private markStarted!: (ok: boolean) => void;
+  /**
+   * Resolves once a stop no longer races the start: the speaker and host network are started (what is left of the
+   * start is apps and passes, which a stop halts at their next step), or the start ended.
+   */
+  readonly stoppable: Promise<void>;
+  private markStoppable!: () => void;
   /** agent.check_workers of the pool in use. */
   private poolWorkers = 0;
   /** Replaced pools still answering their in-flight checks (agent.check_workers changed by a reload). */
@@ -95,6 +101,8 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     this.log = opts.log;
     this.registrations = new RegistrationStore({ file: () => this.generation?.config.agent.registrationsFile ?? '', log: opts.log.child({ component: 'registrations' }) });
     this.started = new Promise<boolean>((resolve) => (this.markStarted = resolve));
+    this.stoppable = new Promise<void>((resolve) => (this.markStoppable = resolve));
+    void this.started.then(() => this.markStoppable());
   }
 
   get config(): VipcastConfig {
@@ -199,6 +207,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     });
 
     await startGeneration(this.generation);
+    this.markStoppable();
     this.watchRouter(router);
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
