@@ -196,7 +196,7 @@ apps:
 `);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 10_000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   return { d, dir };
 }
 

@@ -23,7 +23,7 @@ t.test('as nobody on the node and as root on another host, every attack on the A
   writeFileSync(join(s.dir, 'api-token'), `${TOKEN}\n`, { mode: 0o600 });
   const file = s.writeConfig(`${s.baseConfig(`  api_token_file: api-token\n`, { listenAddr: `:${port}` })}apps:\n  - { name: cfg, vip: 198.18.230.1/32, nats: ["tcp:80:8080"] }\n`);
   const d = s.startVipcast(file);
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 15_000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   await waitFor(async () => (await s.routes('198.18.230.1/32')).length === 1, 15_000, 'config app at BIRD');
   const natBefore = await natRules(s.node);
   const loBefore = (await loAddrs(s.node)).map((a) => a.local).sort();

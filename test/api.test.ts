@@ -24,7 +24,7 @@ apps:
 `);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 8000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   const base = `http://127.0.0.1:${apiPort}`;
   const get = async (path: string, method = 'GET') => {
     const res = await fetch(base + path, { method });
@@ -110,7 +110,7 @@ ${apps}`;
   writeFileSync(file, body('  - { name: a, vip: 198.18.100.70/32 }\n'));
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 8000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   await d.waitLine(isRoute('announce', '198.18.100.70/32'), 3000, 'a announced');
   writeFileSync(file, body('  - { name: a, vip: 198.18.100.70/32 }\n  - { name: b, vip: 198.18.100.71/32 }\n'));
   const from = d.lines.length;

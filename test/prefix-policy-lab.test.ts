@@ -20,7 +20,7 @@ t.test('issue 9 attacks over HTTP at a real BIRD: all 400 with the rule; nothing
 `);
   const d = s.startVipcast(file);
   await waitFor(async () => (await s.routes('198.18.217.1/32')).length === 1, 15_000, 'the config app at BIRD');
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 5000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   const lo = (await loAddrs(s.node)).map((a) => `${a.local}/${a.prefixlen}`).sort();
   const nat = (await natRules(s.node)).sort();
 

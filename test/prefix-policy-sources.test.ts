@@ -41,7 +41,7 @@ apps:
   write('198.18.0.0/15, "2001:db8::/32"');
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 8000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   const get = async (path: string) => {
     const res = await fetch(`http://127.0.0.1:${port}${path}`);
     return { status: res.status, body: await res.text() };

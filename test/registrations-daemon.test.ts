@@ -25,7 +25,7 @@ t.test('the daemon (dry-run CLI): registrations back after a SIGTERM restart; a 
   const start = async () => {
     const d = new DaemonProcess(['run', '-c', file]);
     t.teardown(() => d.stop());
-    await d.waitLine((l) => l.msg === 'HTTP API listening', 15_000, 'API up');
+    await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
     return d;
   };
   write('  registrations_file: regs.json');
@@ -82,7 +82,7 @@ t.test('the daemon (dry-run CLI): an HTTP app dropped by cleanup_timer leaves th
   writeFileSync(file, `agent:\n  listen_addr: 127.0.0.1:${port}\n  monitor_interval: 100ms\n  cleanup_timer: 500ms\n  registrations_file: regs.json\nrouting: { plugin: dry-run }\n`);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine((l) => l.msg === 'HTTP API listening', 15_000, 'API up');
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   // Up (and announced) while the test listens on appPort; down for good once it stops.
   const listener = await serve(t, appPort);
   t.equal((await fetch(`http://127.0.0.1:${port}/register?name=gone&vip=198.18.94.1/32&monitor=port:tcp:${appPort}`)).status, 200);

@@ -44,7 +44,7 @@ t.test('HTTP registrations are restored after a restart: no UPDATE for unchanged
   // Run 1: three apps registered over HTTP.
   const file = config('198.18.0.0/15');
   const first = s.startVipcast(file);
-  await first.waitLine((l) => l.msg === 'HTTP API listening', 20_000, 'API up');
+  await first.waitLine((l) => l.msg === 'HTTP API listening', 30_000, 'API up');
   for (const q of [`name=alpha&vip=${ALPHA}`, `name=beta&vip=${BETA}&vip_communities=65001:7&nat=tcp:80:8080`, `name=gamma&vip=${GAMMA}`]) {
     const r = await nsFetch(s.node, `${API}/register?${q}`);
     t.equal(r.status, 200, `register ${q}: 200 ${r.body}`);
