@@ -209,15 +209,21 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     await startGeneration(this.generation);
     this.markStoppable();
     this.watchRouter(router);
+    // Paths an earlier run left for HTTP registrations or Consul apps must not look stale before they are back (a
+    // restart would flap them): held from before the first app is tracked, since a config app's first verdict
+    // triggers a pass at once.
+    this.reconciler.holdForSource('http', CONSUL_FIRST_READ_HOLD_MS);
+    if (!ConsulDiscovery.disabledReason(consulSettings(config.agent, this.env))) this.reconciler.holdForSource('consul', CONSUL_FIRST_READ_HOLD_MS);
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     this.addConfigApps(config.apps);
     // HTTP registrations of the previous run, validated again as /register would now; config apps win. They start
     // 'unknown' like every app after a restart: their paths are left alone until their first check, then adopted.
-    await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
-    // Paths an earlier run left for Consul apps must not look stale before the first catalog read has said which
-    // apps there are (a restart would flap them).
-    if (!ConsulDiscovery.disabledReason(consulSettings(config.agent, this.env))) this.reconciler.holdForSource('consul', CONSUL_FIRST_READ_HOLD_MS);
+    try {
+      await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
+    } finally {
+      this.reconciler.sourceDelivered('http');
+    }
     await this.configureConsul(config);
     this.reconciler.start();
     await this.reconciler.trigger(true);
