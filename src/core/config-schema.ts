@@ -434,7 +434,7 @@ export const VIP_CONFIG_KEYS = ['bgp_communities'];
 
 /** Known keys of every mapping, by section (`apps[]` = each item of apps). */
 export const SECTIONS: Record<string, readonly string[]> = {
-  '': ['agent', 'bgp', 'apps', 'routing', 'plugins'],
+  '': ['agent', 'bgp', 'apps', 'routing', 'plugins', 'discovery'],
   agent: Object.keys(SCHEMA.agent!),
   bgp: [...Object.keys(SCHEMA.bgp!), 'peers'],
   'bgp.peers[]': PEER_KEYS,
@@ -473,6 +473,7 @@ export function configKeys(): string[] {
   walk(SCHEMA, '');
   out.push('bgp.peers', ...PEER_KEYS.map((k) => `bgp.peers[].${k}`));
   out.push('apps', ...APP_KEYS.map((k) => `apps[].${k}`), ...VIP_CONFIG_KEYS.map((k) => `apps[].vip_config.${k}`));
+  out.push('discovery', 'discovery[].plugin', 'discovery[].name');
   return out;
 }
 

@@ -119,6 +119,18 @@ export interface RoutingConfig {
   };
 }
 
+/** A discovery source of the config: `discovery[i]` (or a built-in: `config`, `consul`). */
+export interface DiscoveryEntry {
+  /** The source's name: its apps' `source`; unique among the sources. */
+  readonly name: string;
+  /** The discovery plugin's name in the PluginRegistry. */
+  readonly plugin: string;
+  /** The settings as the plugin's parseSettings returned them. */
+  readonly settings: unknown;
+  /** Key path of the entry in the config (`discovery[1]`), for errors. */
+  readonly path: string;
+}
+
 export interface VipcastConfig {
   /** Absolute path of the file this came from ('' when built in code). */
   readonly file: string;
@@ -136,6 +148,11 @@ export interface VipcastConfig {
   readonly monitors: MonitorRegistry;
   /** Apps from the config file (source 'config'). */
   readonly apps: readonly AppSpec[];
+  /**
+   * The `discovery:` entries (sources beside the config file's apps and Consul), settings parsed by their plugin.
+   * Optional so configs built in code need not set it.
+   */
+  readonly discovery?: readonly DiscoveryEntry[];
   /**
    * Things the file got away with, each starting with its key path (e.g. consul_addr without /v1, completed);
    * the daemon logs them. Optional so configs built in code need not set it.

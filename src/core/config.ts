@@ -12,7 +12,8 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { AppSpec, Community, ConsulSettings, MonitorSpec, NatRule, PeerSpec, Prefix } from '../plugin-api.js';
-import type { AgentConfig, BgpConfig, FlapDampingConfig, RoutingConfig, VipcastConfig } from './config-types.js';
+import type { AgentConfig, BgpConfig, DiscoveryEntry, FlapDampingConfig, RoutingConfig, VipcastConfig } from './config-types.js';
+import { RESERVED_SOURCE_NAMES } from '../plugins/discovery/index.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
 import { PluginLoadError, loadPlugin } from './plugin-loader.js';
@@ -344,12 +345,13 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const monitors = registry.monitors;
   const plugins = buildPlugins(top.plugins, problems);
   const apps = buildApps(top.apps, agent, { monitors, registry, baseDir, problems, consul: consulSettings(agent, env), policy: prefixPolicy, host: opts.hostAddresses ?? readHostAddresses() });
+  const discovery = buildDiscovery(top.discovery, registry, { baseDir, env, problems });
 
   if (problems.list.length) {
     const n = problems.list.length;
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${n} problem${n === 1 ? '' : 's'} in ${file || '(config)'}`, { details: problems.list });
   }
-  return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, plugins, registry, monitors, warnings: Object.freeze(problems.warnings) });
+  return Object.freeze({ file: absFile, agent: Object.freeze({ ...agent, prefixPolicy }), bgp, routing, apps, discovery, plugins, registry, monitors, warnings: Object.freeze(problems.warnings) });
 }
 
 /**
@@ -410,6 +412,70 @@ function buildPlugins(value: unknown, problems: Problems): readonly string[] {
     if (typeof v !== 'string' || !PLUGIN_NAME.test(v)) problems.add(`plugins[${i}]`, `${describe(v)} is not an npm package name (e.g. vipcast-monitor-redis or @acme/vipcast-monitor-x)`);
   });
   return Object.freeze(value.filter((v): v is string => typeof v === 'string'));
+}
+
+/**
+ * `discovery: [{ plugin: NAME, name?: SOURCE, ...settings }]`: discovery sources beside the config file's apps and
+ * Consul. Settings (the entry without `plugin` and `name`) are parsed by the plugin's parseSettings with path
+ * `discovery[i]`. `name` (default: the plugin's name) is the source of its apps: unique, and none of config, consul,
+ * http, so one plugin can run twice under two names. The built-ins `config` and `consul` are configured by `apps` and
+ * the agent's consul keys, not here.
+ */
+function buildDiscovery(value: unknown, registry: PluginRegistry, ctx: { baseDir: string; env: NodeJS.ProcessEnv; problems: Problems }): readonly DiscoveryEntry[] {
+  const { problems } = ctx;
+  if (value === undefined || value === null) return Object.freeze([]);
+  if (!Array.isArray(value)) {
+    problems.add('discovery', `${describe(value)} is not a list of discovery sources (write "- plugin: NAME")`);
+    return Object.freeze([]);
+  }
+  const out: DiscoveryEntry[] = [];
+  const names = new Map<string, string>();
+  value.forEach((raw, i) => {
+    const path = `discovery[${i}]`;
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+      problems.add(path, `${describe(raw)} is not a mapping (write "- plugin: NAME")`);
+      return;
+    }
+    const { plugin, name, ...settings } = raw as Record<string, unknown>;
+    if (typeof plugin !== 'string' || plugin === '') {
+      problems.add(`${path}.plugin`, plugin === undefined ? 'missing (the discovery plugin\'s name)' : `${describe(plugin)} is not a plugin name`);
+      return;
+    }
+    if (plugin === 'config' || plugin === 'consul') {
+      problems.add(`${path}.plugin`, `"${plugin}" is built in and configured by ${plugin === 'config' ? 'the apps list' : 'agent.consul_addr and the CONSUL_NODE environment variable'}, not by a discovery entry`);
+      return;
+    }
+    const descriptor = registry.discovery(plugin);
+    if (!descriptor) {
+      // A package of plugins: that failed has its own error; don't pile up.
+      if (!registry.failedSource('discovery', plugin)) {
+        const known = registry.names('discovery').filter((n) => n !== 'config' && n !== 'consul');
+        problems.add(`${path}.plugin`, `unknown discovery plugin "${plugin}" (known: ${known.length ? known.join(', ') : 'none; add its package to plugins:'})`);
+      }
+      return;
+    }
+    let source = plugin;
+    if (name !== undefined) {
+      if (typeof name !== 'string' || !/^[a-z][a-z0-9_-]{0,31}$/.test(name)) {
+        problems.add(`${path}.name`, `${describe(name)} is not a source name ([a-z][a-z0-9_-]{0,31})`);
+        return;
+      }
+      source = name;
+    }
+    if (RESERVED_SOURCE_NAMES.includes(source)) {
+      problems.add(name === undefined ? `${path}.plugin` : `${path}.name`, `"${source}" is the name of a built-in source (${RESERVED_SOURCE_NAMES.join(', ')}); give this entry another name`);
+      return;
+    }
+    const clash = names.get(source);
+    if (clash !== undefined) {
+      problems.add(name === undefined ? path : `${path}.name`, `${clash} already is the source named "${source}": give each entry of the same plugin its own name`);
+      return;
+    }
+    names.set(source, path);
+    const parsed = problems.try(path, () => ({ v: descriptor.parseSettings(settings, { path, baseDir: ctx.baseDir, env: ctx.env }) }));
+    if (parsed) out.push(Object.freeze({ name: source, plugin, settings: parsed.v, path }));
+  });
+  return Object.freeze(out);
 }
 
 function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.ProcessEnv): AgentConfig {

@@ -5,7 +5,7 @@
  * the API or reload starts to use is added here first.
  */
 import type { AppSpec, Router } from '../plugin-api.js';
-import type { AgentConfig, VipcastConfig } from './config-types.js';
+import type { AgentConfig, DiscoveryEntry, VipcastConfig } from './config-types.js';
 import type { AppRegistry } from './registry.js';
 import type { Metrics } from './metrics.js';
 import type { Maintenance } from './maintenance.js';
@@ -71,10 +71,13 @@ export interface DaemonForReload {
   listen(listenAddr: string): Promise<void>;
   /** Apply new agent defaults (and the prefix policy) to the HTTP-registered apps. */
   refreshRegisteredApps(agent: AgentConfig): void;
-  /** Replace the config file's apps; returns the refusals (each naming the app). */
-  replaceConfigApps(apps: readonly AppSpec[]): string[];
-  /** Start, keep or replace the Consul discovery for `config`. */
-  configureConsul(config: VipcastConfig): Promise<void>;
+  /** The discovery sources a config names (config, consul when on, `discovery:`), for the reload's list of changes. */
+  discoverySources(config: VipcastConfig): readonly DiscoveryEntry[];
+  /**
+   * Start, keep, replace or close the discovery sources of `config` (config apps, Consul, `discovery:`); the apps the
+   * registry refused, by source.
+   */
+  configureDiscovery(config: VipcastConfig): Promise<Map<string, string[]>>;
   /** Move checks to a pool of `workers` threads. */
   resizeCheckPool(workers: number): void;
   /** Put `gen` in force; returns the old generation for the caller to close. */

@@ -2,8 +2,8 @@
  * The daemon: owns one config generation at a time and the long-lived parts (check pool, registry, health tracker,
  * reconciler). Lifecycle: start() in order, stop() in reverse order, each close with a timeout; stop is idempotent.
  */
-import type { AppSpec, Router } from '../plugin-api.js';
-import type { VipcastConfig } from './config-types.js';
+import type { AppSpec, Discovery, DiscoveryPlugin, Router } from '../plugin-api.js';
+import type { DiscoveryEntry, VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { loadConfig } from './config.js';
 import { CheckPool } from './check-pool.js';
@@ -17,7 +17,7 @@ import { exposureWarnings, startApi, type ApiServer } from './api.js';
 import { configHash, reloadConfig } from './reload.js';
 import { reconcilerOptions, type DaemonForApi, type DaemonForReload, type ReloadResult } from './daemon-api.js';
 import { consulSettings } from './config.js';
-import { ConsulDiscovery } from '../plugins/discovery/consul/index.js';
+import { discoverySources, FIRST_DELIVERY_HOLD_MS } from '../plugins/discovery/index.js';
 import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
 import { Maintenance } from './maintenance.js';
@@ -40,10 +40,20 @@ export interface DaemonOptions {
 export const RELOAD_SETTLE_MS = 100;
 
 /**
- * At start, how long paths, addresses and rules of unknown apps are left alone while Consul has not answered its first
- * catalog read (they may be Consul apps' from before a restart). After that they are withdrawn as strays.
+ * At start, how long paths, addresses and rules of unknown apps are left alone while Consul (any discovery source but
+ * `config`) has not delivered its first apps (they may be its apps from before a restart). After that they are
+ * withdrawn as strays.
  */
-export const CONSUL_FIRST_READ_HOLD_MS = 30_000;
+export const CONSUL_FIRST_READ_HOLD_MS = FIRST_DELIVERY_HOLD_MS;
+
+/** A discovery source the daemon runs: its entry (name, plugin, settings) and the instance its plugin created. */
+interface RunningDiscovery {
+  entry: DiscoveryEntry;
+  plugin: DiscoveryPlugin;
+  instance: Discovery;
+  /** Replaced or removed: its deliveries are ignored from then on. */
+  retired: boolean;
+}
 
 export class Daemon implements DaemonForApi, DaemonForReload {
   /** The prefix policy of the config in force guards its door (invariant 9). */
@@ -68,8 +78,11 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   /** Keeps the process alive when nothing else does (no API, no app, or every HTTP app removed by cleanup_timer). */
   private keepAlive: NodeJS.Timeout | undefined;
   private readonly log: Logger;
-  /** Consul discovery, when agent.consul_addr and CONSUL_NODE are set. */
-  consul: ConsulDiscovery | undefined;
+  /**
+   * The discovery sources running, by name (their apps' source): `config`, `consul` when agent.consul_addr and
+   * CONSUL_NODE are set, and the `discovery:` entries. Created by name from the config's PluginRegistry.
+   */
+  readonly discoveries = new Map<string, RunningDiscovery>();
   /**
    * The gobgpd vipcast runs itself (routing.gobgp.managed): started before the first generation, kept across reloads
    * (a reload that changes its settings needs a restart), stopped last.
@@ -209,22 +222,18 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     await startGeneration(this.generation);
     this.markStoppable();
     this.watchRouter(router);
-    // Paths an earlier run left for HTTP registrations or Consul apps must not look stale before they are back (a
-    // restart would flap them): held from before the first app is tracked, since a config app's first verdict
-    // triggers a pass at once.
-    this.reconciler.holdForSource('http', CONSUL_FIRST_READ_HOLD_MS);
-    if (!ConsulDiscovery.disabledReason(consulSettings(config.agent, this.env))) this.reconciler.holdForSource('consul', CONSUL_FIRST_READ_HOLD_MS);
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
-    this.addConfigApps(config.apps);
+    await this.configureDiscovery(config, (s) => s.name === 'config');
     // HTTP registrations of the previous run, validated again as /register would now; config apps win. They start
     // 'unknown' like every app after a restart: their paths are left alone until their first check, then adopted.
-    try {
-      await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
-    } finally {
-      this.reconciler.sourceDelivered('http');
+    await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
+    // Paths an earlier run left for Consul apps (any discovery source's) must not look stale before its first delivery
+    // has said which apps there are (a restart would flap them).
+    for (const s of discoverySources(config, consulSettings(config.agent, this.env)).sources) {
+      if (s.name !== 'config') this.reconciler.holdForSource(s.name, FIRST_DELIVERY_HOLD_MS);
     }
-    await this.configureConsul(config);
+    await this.configureDiscovery(config);
     this.reconciler.start();
     await this.reconciler.trigger(true);
     await this.listen(config.agent.listenAddr).catch((err: unknown) => {
@@ -266,47 +275,97 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   }
 
   /**
-   * Start, keep or replace the Consul discovery for `config` (start, reload). Unchanged consul_addr, token, node, stale
-   * and query interval: the running one stays (and rebuilds its apps with the new agent defaults). Changed: a new one
-   * starts, then the old one closes; the Consul apps stay in the registry until the new one's first read replaces them.
+   * Start, keep, replace or close the discovery sources of `config` (start, reload), each created by name from the
+   * config's PluginRegistry. Same plugin and sameSettings: the running instance stays (refresh(): it rebuilds its apps
+   * with the config in force). Changed: the new instance starts before the old one closes, and its apps replace the
+   * old ones by name (unchanged apps are not withdrawn). Removed: closed and its apps removed. `only`: just those
+   * sources (the start adds the config apps first). Returns the apps the registry refused, by source (the `config`
+   * source's fail a reload). A source that cannot be created or started throws an error naming its key path; the
+   * sources done before it stay (a reload's undo configures the previous config again).
    */
-  async configureConsul(config: VipcastConfig): Promise<void> {
-    if (this.stopping) return;
-    const settings = consulSettings(config.agent, this.env);
-    const old = this.consul;
-    if (old && ConsulDiscovery.sameSettings(old.settings, settings) && old.queryIntervalMs === config.agent.consulQueryIntervalMs) {
-      old.update(config.agent, config.monitors);
-      return;
+  async configureDiscovery(config: VipcastConfig, only?: (s: DiscoveryEntry) => boolean): Promise<Map<string, string[]>> {
+    const refusedBy = new Map<string, string[]>();
+    if (this.stopping) return refusedBy;
+    const { sources, consulOff } = discoverySources(config, consulSettings(config.agent, this.env));
+    const wanted = only ? sources.filter(only) : sources;
+    if (!only && consulOff) {
+      const addr = config.agent.consulAddr ?? '';
+      if (addr) this.log.warn({ consul_addr: addr }, `Consul discovery is off: ${consulOff}`);
+      else this.log.info(`Consul discovery is off: ${consulOff}`);
     }
-    const why = ConsulDiscovery.disabledReason(settings);
-    if (why) {
-      this.consul = undefined;
-      await old?.close();
-      if (settings.addr) this.log.warn({ consul_addr: settings.addr }, `Consul discovery is off: ${why}`);
-      else this.log.info(`Consul discovery is off: ${why}`);
-      if (old) this.applyConsulApps([]);
-      return;
+    for (const entry of wanted) {
+      const plugin = config.registry.discovery(entry.plugin);
+      if (!plugin) throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: unknown discovery plugin "${entry.plugin}"`);
+      const old = this.discoveries.get(entry.name);
+      if (old && old.plugin === plugin && plugin.sameSettings(old.entry.settings, entry.settings)) {
+        old.entry = entry;
+        old.instance.refresh?.();
+        continue;
+      }
+      if (old) old.retired = true;
+      let rec: RunningDiscovery | undefined;
+      try {
+        const log = this.log.child({ component: 'discovery', discovery: entry.name });
+        const instance = await plugin.create({ log, settings: entry.settings, services: { appFrom: (params, path) => this.appFrom(entry.name, params, path) } });
+        rec = { entry, plugin, instance, retired: false };
+        const self = rec;
+        await instance.start((apps) => {
+          if (self.retired || this.stopping) return;
+          refusedBy.set(entry.name, this.deliver(entry.name, apps));
+          this.reconciler.sourceDelivered(entry.name);
+        });
+      } catch (err) {
+        if (old) old.retired = false;
+        if (rec) await rec.instance.close().catch(() => undefined);
+        throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: discovery "${entry.name}" (plugin ${entry.plugin}) could not start: ${(err as Error).message}`, { cause: err });
+      }
+      if (this.stopping) {
+        rec.retired = true;
+        await rec.instance.close();
+        return refusedBy;
+      }
+      this.discoveries.set(entry.name, rec);
+      if (old) {
+        this.log.info({ discovery: entry.name, plugin: entry.plugin }, `discovery ${entry.name}: settings changed; the new instance started, closing the old one`);
+        await old.instance.close();
+      }
     }
-    const next = new ConsulDiscovery({ agent: config.agent, monitors: config.monitors, consul: settings, log: this.log.child({ component: 'consul' }) });
-    await next.start((apps) => {
-      if (this.consul !== next) return;
-      this.applyConsulApps(apps);
-      this.reconciler.sourceDelivered('consul');
-    });
-    if (this.stopping) return void (await next.close());
-    this.consul = next;
-    await old?.close();
+    if (only) return refusedBy;
+    const names = new Set(sources.map((s) => s.name));
+    for (const [name, rec] of [...this.discoveries]) {
+      if (names.has(name)) continue;
+      rec.retired = true;
+      this.discoveries.delete(name);
+      await rec.instance.close();
+      this.deliver(name, []);
+      this.log.info({ discovery: name }, `discovery ${name}: removed from the config; its apps are removed`);
+    }
+    return refusedBy;
   }
 
-  private applyConsulApps(apps: readonly AppSpec[]): void {
-    const refused = this.registry.replaceSource('consul', apps);
-    for (const r of refused) this.log.error({ app: r.slice(0, r.indexOf(':')) }, `Consul app refused: ${r}`);
-    this.log.info({ apps: apps.map((a) => a.name) }, 'Consul apps updated');
+  /** A discovery source's whole set of apps: they replace the source's apps in the registry. Returns the refused. */
+  private deliver(source: string, apps: readonly AppSpec[]): string[] {
+    const refused = this.registry.replaceSource(source, apps);
+    if (source === 'config') {
+      for (const r of refused) this.log.error({ app: r }, 'config app refused');
+      return refused;
+    }
+    const label = source === 'consul' ? 'Consul' : `discovery ${source}:`;
+    for (const r of refused) this.log.error({ app: r.slice(0, r.indexOf(':')), discovery: source }, `${label} app refused: ${r}`);
+    this.log.info({ apps: apps.map((a) => a.name), discovery: source }, source === 'consul' ? 'Consul apps updated' : `discovery ${source}: apps updated`);
+    return refused;
   }
 
-  private addConfigApps(apps: readonly AppSpec[]): void {
-    const refused = this.replaceConfigApps(apps);
-    for (const r of refused) this.log.error({ app: r }, 'config app refused');
+  /** DiscoveryServices.appFrom: gocast's parameters under the config in force, `source` = the discovery's name. */
+  private appFrom(source: string, params: Parameters<typeof appFromRegistration>[0], path: string): AppSpec {
+    const config = this.config;
+    try {
+      return appFromRegistration(params, source, config.agent, config.monitors, consulSettings(config.agent, this.env));
+    } catch (err) {
+      if (!path || !(err instanceof VipcastError)) throw err;
+      const details = err.details.length > 0 ? err.details.map((d) => `${path}.${d}`) : [`${path}: ${err.message}`];
+      throw new VipcastError(err.code, details.join('; '), { details });
+    }
   }
 
   /** Everything /status shows: apps with health and routes, peers, the last reload. Never a secret. */
@@ -416,8 +475,8 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     router.onReconnect?.(() => void this.reconciler.trigger(true));
   }
 
-  replaceConfigApps(apps: readonly AppSpec[]): string[] {
-    return this.registry.replaceSource('config', apps);
+  discoverySources(config: VipcastConfig): readonly DiscoveryEntry[] {
+    return discoverySources(config, consulSettings(config.agent, this.env)).sources;
   }
 
   /** Withdraw everything, remove addresses and rules, close components in reverse order. Idempotent. */
@@ -440,8 +499,9 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     this.health?.close();
     this.maintenance?.close();
     this.damping?.close();
-    const consul = this.consul;
-    this.consul = undefined;
+    const discoveries = [...this.discoveries.values()];
+    this.discoveries.clear();
+    for (const rec of discoveries) rec.retired = true;
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
     if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
     await withTimeout(this.reloads.idle(), 1000, 'reload in progress', this.log);
@@ -451,7 +511,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     // registration answered during the withdraw is in it too.
     await Promise.all([
       withTimeout(this.registrations.close(), 1000, 'registrations file write', this.log),
-      consul ? withTimeout(consul.close(), 1000, 'consul discovery close', this.log) : undefined,
+      ...discoveries.map((rec) => withTimeout(rec.instance.close(), 1000, `${rec.entry.name === 'consul' ? 'consul' : rec.entry.name} discovery close`, this.log)),
       this.generation ? closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log)) : undefined,
       this.pool ? withTimeout(this.pool.close(), 1000, 'check pool close', this.log) : undefined,
       this.commandPool ? withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log) : undefined,

@@ -16,6 +16,7 @@ import { reconcilerOptions, type DaemonForReload, type ReloadResult } from './da
 import { errorDetails, VipcastError } from './errors.js';
 import { appKey } from './registry.js';
 import { buildGeneration, closeGeneration, startGeneration, withdrawAll } from './container.js';
+import { discoveryChanges } from '../plugins/discovery/index.js';
 
 export type { ReloadResult } from './daemon-api.js';
 
@@ -194,7 +195,7 @@ export async function reloadConfig(d: DaemonForReload, trigger: string, log: Log
   // A config app that is not registered (refused at start: its VIP was an HTTP app's then) is tried again on any
   // reload, even of an unchanged file. (cleanup_timer no longer drops config apps: they stay registered and checked.)
   const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
-  const changes = [...speakerKeys.map((k) => `${k}: changed in the file, not applied: needs a restart (the managed gobgpd keeps running)`), ...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: registered again (it was not registered)`)];
+  const changes = [...discoveryChanges(d.discoverySources(prev), d.discoverySources(next), next), ...speakerKeys.map((k) => `${k}: changed in the file, not applied: needs a restart (the managed gobgpd keeps running)`), ...describeDiff(diff, notApplied), ...back.map((name) => `app ${name}: registered again (it was not registered)`)];
   if (changes.length === 0) {
     log.info({ trigger, duration_ms: Math.round(performance.now() - started) }, 'reload: nothing changed');
     return result(true, [], [], prev);
@@ -253,12 +254,12 @@ async function apply(d: DaemonForReload, next: VipcastConfig, diff: ConfigDiff, 
   d.generation = { ...d.generation, config: next };
   d.damping.configure(next.agent.flapDamping);
   d.refreshRegisteredApps(next.agent);
-  const refused = d.replaceConfigApps(next.apps);
-  if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
-  // Consul apps are registry source 'consul': replaceConfigApps never touches them. A new consul_addr, token or
-  // query interval builds a new discovery (started before the old one closes); otherwise the running one stays.
+  // Every discovery source (config apps, Consul, `discovery:`): same settings keep the running instance (its apps are
+  // rebuilt with the new agent defaults); changed settings start a new instance before the old one closes; removed
+  // ones close and their apps go. A source that can't start fails the reload (undo restores the previous sources).
   progress.consul = true;
-  await d.configureConsul(next);
+  const refused = (await d.configureDiscovery(next)).get('config') ?? [];
+  if (refused.length > 0) throw new VipcastError('VIPCAST_ERR_RELOAD', `apps refused: ${refused.join('; ')}`);
   if (next.agent.checkWorkers !== d.checkWorkers) {
     progress.checkWorkers = d.checkWorkers;
     d.resizeCheckPool(next.agent.checkWorkers);
@@ -275,9 +276,8 @@ async function undo(d: DaemonForReload, prev: VipcastConfig, next: VipcastConfig
     d.generation = { ...d.generation, config: prev };
     d.damping.configure(prev.agent.flapDamping);
     d.refreshRegisteredApps(prev.agent);
-    d.replaceConfigApps(prev.apps);
   }
-  if (progress.consul) await d.configureConsul(prev);
+  if (progress.consul) await d.configureDiscovery(prev);
   if (progress.api) await d.listen(prev.agent.listenAddr);
   if (progress.peers) await rec.queue.run(() => d.generation.router.applyPeers(prev.bgp.peers));
   if (progress.generation) await swapGeneration(d, next, prev, diffConfig(next, prev), log);

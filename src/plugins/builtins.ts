@@ -8,10 +8,11 @@
  * itself, when `create` runs.
  */
 import type { DiscoveryPlugin, RouterPlugin } from '../plugin-api.js';
+import { builtinDiscoveries } from './discovery/index.js';
 
 export function builtinPlugins(): ReadonlyArray<RouterPlugin | DiscoveryPlugin> {
   return [
     // routers: gobgp, dry-run
-    // discovery: config, consul
+    ...builtinDiscoveries(),
   ];
 }

@@ -33,12 +33,13 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { AppSpec, ConsulSettings, Discovery } from '../../../plugin-api.js';
+import type { AppSpec, ConsulSettings, Discovery, DiscoveryPlugin } from '../../../plugin-api.js';
+import { PLUGIN_API_VERSION } from '../../../plugin-api.js';
 import type { AgentConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
 import type { MonitorRegistry } from '../../../core/monitor-registry.js';
 import { appFromRegistration, type RegistrationInput } from '../../../core/registration.js';
-import { errorDetails, VipcastError } from '../../../core/errors.js';
+import { errorDetails, valueError, VipcastError } from '../../../core/errors.js';
 
 /** Margin beyond a blocking read's wait + jitter, and the whole deadline of a non-blocking read (gocast: 10 s). */
 export const HTTP_TIMEOUT_MS = 10_000;
@@ -81,9 +82,14 @@ export interface ConsulService {
 }
 
 export interface ConsulDiscoveryOptions {
-  readonly agent: AgentConfig;
-  readonly monitors: MonitorRegistry;
+  /** Agent defaults and monitor types for the apps (unless `build` is given) and consul_query_interval (unless `queryIntervalMs` is). */
+  readonly agent?: AgentConfig;
+  readonly monitors?: MonitorRegistry;
   readonly consul: ConsulSettings;
+  /** consul_query_interval in ms (the plugin's settings); default agent.consulQueryIntervalMs. */
+  readonly queryIntervalMs?: number;
+  /** Builds an app from a service's tags (the daemon's DiscoveryServices.appFrom: the config in force at each call). */
+  readonly build?: (input: RegistrationInput) => AppSpec;
   readonly log: Logger;
   /** Test hooks. */
   readonly minBackoffMs?: number;
@@ -143,8 +149,8 @@ export class ConsulDiscovery implements Discovery {
   private readonly httpAgent: http.Agent;
   /** Skip reasons logged for the current catalog, so a re-read of the same catalog doesn't log them again. */
   private logged = new Set<string>();
-  private agent: AgentConfig;
-  private monitors: MonitorRegistry;
+  private agent: AgentConfig | undefined;
+  private monitors: MonitorRegistry | undefined;
   /** Successful catalog reads and failures, for tests and /status. */
   readonly stats = { polls: 0, errors: 0, lastError: '' };
 
@@ -172,7 +178,7 @@ export class ConsulDiscovery implements Discovery {
 
   /** The consul_query_interval this discovery was built with. */
   get queryIntervalMs(): number {
-    return this.opts.agent.consulQueryIntervalMs;
+    return this.opts.queryIntervalMs ?? this.agent?.consulQueryIntervalMs ?? 60_000;
   }
 
   async start(onChange: (apps: readonly AppSpec[]) => void): Promise<void> {
@@ -194,6 +200,11 @@ export class ConsulDiscovery implements Discovery {
     if (this.services) this.apply(this.services, true);
   }
 
+  /** The config in force changed but not the settings (a reload): rebuild the apps from the last catalog. */
+  refresh(): void {
+    if (this.services) this.apply(this.services, true);
+  }
+
   async close(): Promise<void> {
     this.abort.abort();
     await this.loop;
@@ -201,7 +212,7 @@ export class ConsulDiscovery implements Discovery {
   }
 
   private get waitMs(): number {
-    return Math.min(Math.max(this.agent.consulQueryIntervalMs, 1000), MAX_WAIT_MS);
+    return Math.min(Math.max(this.queryIntervalMs, 1000), MAX_WAIT_MS);
   }
 
   private async run(): Promise<void> {
@@ -215,7 +226,7 @@ export class ConsulDiscovery implements Discovery {
         this.failures++;
         this.stats.errors++;
         const min = this.opts.minBackoffMs ?? MIN_BACKOFF_MS;
-        const delay = Math.min(min * 2 ** (this.failures - 1), Math.max(min, Math.min(MAX_BACKOFF_MS, this.agent.consulQueryIntervalMs)));
+        const delay = Math.min(min * 2 ** (this.failures - 1), Math.max(min, Math.min(MAX_BACKOFF_MS, this.queryIntervalMs)));
         const message = (err as Error).message;
         this.stats.lastError = message;
         this.opts.log.error({ consul_addr: this.opts.consul.addr, node: this.opts.consul.node, failures: this.failures, retry_in_ms: delay, apps_kept: this.current.length },
@@ -348,7 +359,7 @@ export class ConsulDiscovery implements Discovery {
         continue;
       }
       try {
-        apps.push(appFromRegistration(input, 'consul', this.agent, this.monitors, this.opts.consul));
+        apps.push(this.opts.build ? this.opts.build(input) : appFromRegistration(input, 'consul', this.agent!, this.monitors!, this.opts.consul));
         seen.add(name);
       } catch (err) {
         const details = errorDetails(err);
@@ -449,3 +460,56 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** The built-in `consul` discovery's settings: where and as whom to read, and the blocking-query wait. */
+export interface ConsulDiscoverySettings extends ConsulSettings {
+  /** agent.consul_query_interval in ms. */
+  readonly queryIntervalMs: number;
+}
+
+/**
+ * The settings of the built-in `consul` discovery from gocast's keys: agent.consul_addr, consul_token (CONSUL_TOKEN
+ * applied by the config loader), consul_query_interval, env CONSUL_NODE and CONSUL_STALE. Undefined (with why) when
+ * Consul discovery is off: no consul_addr, or no CONSUL_NODE.
+ */
+export function consulDiscoverySettings(consul: ConsulSettings, queryIntervalMs: number): { settings?: ConsulDiscoverySettings; off?: string } {
+  const off = ConsulDiscovery.disabledReason(consul);
+  if (off) return { off };
+  return { settings: Object.freeze({ ...consul, queryIntervalMs }) };
+}
+
+/**
+ * The built-in `consul` discovery. It is configured by gocast's keys (see consulDiscoverySettings), not by a
+ * `discovery:` entry; parseSettings checks the shape the daemon builds from them. Logs as component 'consul'.
+ */
+const consulDiscovery: DiscoveryPlugin<ConsulDiscoverySettings> = {
+  kind: 'discovery',
+  name: 'consul',
+  version: '1.0.0',
+  apiVersion: `^${PLUGIN_API_VERSION}`,
+  parseSettings(raw, ctx) {
+    const r = (raw ?? {}) as Record<string, unknown>;
+    for (const key of ['addr', 'token', 'node'] as const) {
+      if (typeof r[key] !== 'string') throw valueError(`${ctx.path}.${key}`, 'is not a string');
+    }
+    if (typeof r.stale !== 'boolean') throw valueError(`${ctx.path}.stale`, 'is not true or false');
+    if (typeof r.queryIntervalMs !== 'number' || !(r.queryIntervalMs > 0)) throw valueError(`${ctx.path}.queryIntervalMs`, 'is not a positive number of ms');
+    const settings = { addr: r.addr as string, token: r.token as string, node: r.node as string, stale: r.stale, queryIntervalMs: r.queryIntervalMs };
+    const off = ConsulDiscovery.disabledReason(settings);
+    if (off) throw valueError(ctx.path, `Consul discovery is off: ${off}`);
+    return Object.freeze(settings);
+  },
+  sameSettings(a, b) {
+    return ConsulDiscovery.sameSettings(a, b) && a.queryIntervalMs === b.queryIntervalMs;
+  },
+  create(ctx) {
+    const { queryIntervalMs, ...consul } = ctx.settings;
+    return new ConsulDiscovery({
+      consul, queryIntervalMs,
+      log: ctx.log.child({ component: 'consul' }) as unknown as Logger,
+      build: (input) => ctx.services.appFrom({ ...input, name: input.name, vip: input.vip }, ''),
+    });
+  },
+};
+
+export default consulDiscovery;
