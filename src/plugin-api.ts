@@ -199,6 +199,8 @@ export interface RouterBgp {
   readonly localIp?: string;
   /** -1 = outbound sessions only. */
   readonly listenPort: number;
+  /** 'local_ip' (bgp.local_ip, or the address facing the peer) or 'self' (the session's own address); the daemon always sets it (default local_ip). */
+  readonly nextHop?: 'local_ip' | 'self';
   readonly origin: Origin;
   readonly communities: readonly Community[];
   readonly peers: readonly PeerSpec[];

@@ -100,7 +100,7 @@ t.test('full.yaml: every key is parsed to its typed value', async (t) => {
     { address: '198.18.1.1', asn: 65020, multiHop: true, md5Password: 'from-env', md5EnvVar: 'FULL_MD5', communities: [] },
   ]);
   t.notOk('multiHop' in config.bgp.peers[0]!, 'unset multi_hop stays undefined (auto), not false');
-  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: 'unix:///run/gobgpd/api.sock', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } });
+  t.same(config.routing, { plugin: 'dry-run', settings: {}, gobgp: { address: 'unix:///run/gobgpd/api.sock', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } });
 
   t.equal(config.apps.length, 2);
   const [web, batch] = config.apps;
@@ -158,7 +158,7 @@ t.test('an empty file in dry-run gets every default', async (t) => {
     flapDamping: { enabled: false, penalty: 1000, suppressThreshold: 2000, reuseThreshold: 750, halfLifeMs: 120_000, maxSuppressMs: 600_000 },
   });
   t.same(config.bgp, { localAs: 64512, communities: [], origin: 'igp', listenPort: 179, nextHop: 'local_ip', peers: [] });
-  t.same(config.routing, { plugin: 'dry-run', gobgp: { address: '127.0.0.1:50051', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } }, 'a dry run never manages gobgpd');
+  t.same(config.routing, { plugin: 'dry-run', settings: {}, gobgp: { address: '127.0.0.1:50051', managed: false, binary: 'gobgpd', socketDir: '/run/vipcast/gobgpd' } }, 'a dry run never manages gobgpd');
   t.same(config.apps, []);
   t.equal(parseConfigText('# nothing\n', '', { env: {}, routingPlugin: 'dry-run' }).file, '', 'no file name: file is ""');
 });
@@ -358,7 +358,11 @@ const BAD: Bad[] = [
   { yaml: 'bgp: { peer_ip: 198.18.0.1, peer_as: 1, peers: [{ peer_ip: 198.18.0.1, peer_as: 2 }] }', path: 'bgp.peers[0].peer_ip', message: 'is already configured at bgp.peer_ip' },
   { yaml: 'bgp: { peers: [{ peer_as: 1 }, { peer_as: 2 }] }', path: 'bgp.peers[1]', message: 'a second default-gateway peer (peer_ip unset) is already configured at bgp.peers[0]' },
   // routing
-  { yaml: 'routing: { plugin: dryrun }', path: 'routing.plugin', message: '"dryrun" is not one of gobgp, dry-run (did you mean "dry-run"?)', opts: { routingPlugin: undefined } },
+  { yaml: 'routing: { plugin: dryrun }', path: 'routing.plugin', message: 'unknown router "dryrun" (known: dry-run, gobgp; did you mean "dry-run"?)', opts: { routingPlugin: undefined } },
+  { yaml: 'routing: { plugin: Bird }', path: 'routing.plugin', message: '"Bird" is not a router plugin name', opts: { routingPlugin: undefined } },
+  { yaml: 'routing: { plugin: dry-run, settings: { file: /tmp/x } }', path: 'routing.settings.file', message: 'unknown key: routing.plugin dry-run takes no settings', opts: { routingPlugin: undefined } },
+  { yaml: 'routing: { plugin: dry-run, settings: [1] }', path: 'routing.settings', message: 'is not a mapping (routing.plugin dry-run takes no settings)', opts: { routingPlugin: undefined } },
+  { yaml: 'bgp: { local_as: 65001, peer_as: 2 }\nrouting: { plugin: gobgp, settings: { address: "127.0.0.1:50051" } }', path: 'routing.settings', message: 'not used by routing.plugin gobgp: its settings are the routing.gobgp block', opts: { routingPlugin: undefined } },
   { yaml: 'routing: { gobgp: { address: "::1:50051" } }', path: 'routing.gobgp.address', message: 'is not host:port' },
   { yaml: 'routing: { gobgp: { address: "unix:run/gobgp.sock" } }', path: 'routing.gobgp.address', message: 'write "unix:///absolute/path"' },
   { yaml: 'routing: { gobgp: { address: "127.0.0.1" } }', path: 'routing.gobgp.address', message: 'is not host:port' },

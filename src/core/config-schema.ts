@@ -256,6 +256,12 @@ export function socketDir(value: unknown, path: string): string {
   return dir;
 }
 
+/** routing.plugin: a plugin name ([a-z][a-z0-9_-]{0,31}); whether such a router exists is checked against the registry. */
+export function routerName(value: unknown, path: string): string {
+  if (typeof value === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(value)) return value;
+  throw valueError(path, `${describe(value)} is not a router plugin name (write gobgp, dry-run, or the name of a router of plugins:)`);
+}
+
 /** A program: a command name looked up in PATH, or an absolute path (a relative path would depend on the cwd). */
 export function program(value: unknown, path: string): string {
   if (typeof value !== 'string' || value.trim() === '' || value.includes('\0')) throw valueError(path, `${describe(value)} is not a program (write "gobgpd" or "/usr/bin/gobgpd")`);
@@ -413,7 +419,7 @@ export const SCHEMA: Tree = {
     next_hop: { doc: 'local_ip or self (the session address)', default: 'local_ip', parse: oneOf(['local_ip', 'self'] as const) },
   },
   routing: {
-    plugin: { doc: 'routing backend', default: 'gobgp', parse: oneOf(['gobgp', 'dry-run'] as const) },
+    plugin: { doc: 'routing backend: a router plugin, the built-in gobgp or dry-run or one of plugins:', default: 'gobgp', parse: routerName },
     gobgp: {
       address: { doc: "a gobgpd you run yourself: its gRPC API, host:port or unix:///path (setting it turns routing.gobgp.managed off)", default: '127.0.0.1:50051', parse: gobgpAddress, env: 'VIPCAST_GOBGP_ADDRESS' },
       managed: {
@@ -440,7 +446,7 @@ export const SECTIONS: Record<string, readonly string[]> = {
   'bgp.peers[]': PEER_KEYS,
   'apps[]': APP_KEYS,
   'apps[].vip_config': VIP_CONFIG_KEYS,
-  routing: Object.keys(SCHEMA.routing!),
+  routing: [...Object.keys(SCHEMA.routing!), 'settings'],
   'routing.gobgp': Object.keys((SCHEMA.routing as Tree).gobgp!),
   'agent.flap_damping': Object.keys((SCHEMA.agent as Tree).flap_damping!),
 };

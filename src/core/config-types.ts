@@ -103,7 +103,13 @@ export interface BgpConfig {
 }
 
 export interface RoutingConfig {
-  readonly plugin: 'gobgp' | 'dry-run';
+  /** A router plugin of the config's PluginRegistry: built-in `gobgp` (default) or `dry-run`, or one from `plugins:`. */
+  readonly plugin: string;
+  /**
+   * The router's settings, parsed by its descriptor's parseSettings: `routing.settings` for every router but the
+   * built-in gobgp, whose settings are the `routing.gobgp` block below (the same object). `{}` for dry-run.
+   */
+  readonly settings: unknown;
   readonly gobgp: {
     /** `host:port` or `unix:///path`: the gobgpd the router talks to (managed: `unix://<socketDir>/gobgpd.sock`). */
     readonly address: string;

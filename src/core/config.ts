@@ -21,7 +21,7 @@ import { PluginRegistry } from './plugin-registry.js';
 import { builtinPlugins } from '../plugins/builtins.js';
 import {
   DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, DRY_RUN_LOCAL_AS, MAX_MD5_LENGTH, Problems, address, boolean, communities, describe, duration, formatMs, integer,
-  MANAGED_SOCKET_NAME, loadScalars, mapping,
+  MANAGED_SOCKET_NAME, loadScalars, mapping, suggest,
 } from './config-schema.js';
 
 export { configKeys, suggest } from './config-schema.js';
@@ -338,10 +338,10 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
   const get: Get = <T>(key: string) => values.get(key) as T;
 
   const agent = buildAgent(get, baseDir, problems, env);
-  const routing = buildRouting(get, sections.routing!, env, problems);
+  const registry = opts.registry ?? newRegistry(opts);
+  const routing = buildRouting(get, sections.routing!, { env, baseDir, registry, forced: opts.routingPlugin !== undefined }, problems);
   const bgp = buildBgp(get, sections.bgp!, routing.plugin, env, problems);
   const prefixPolicy = buildPrefixPolicy(get, bgp);
-  const registry = opts.registry ?? newRegistry(opts);
   const monitors = registry.monitors;
   const plugins = buildPlugins(top.plugins, problems);
   const apps = buildApps(top.apps, agent, { monitors, registry, baseDir, problems, consul: consulSettings(agent, env), policy: prefixPolicy, host: opts.hostAddresses ?? readHostAddresses() });
@@ -358,7 +358,8 @@ function buildConfig(root: unknown, file: string, opts: ConfigOptions): VipcastC
  * routing: a managed gobgpd (vipcast starts it) unless a gobgpd of the operator's is named by routing.gobgp.address
  * or $VIPCAST_GOBGP_ADDRESS; managed uses its own socket, so both together are an error. dry-run: never managed.
  */
-function buildRouting(get: Get, raw: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: Problems): RoutingConfig {
+function buildRouting(get: Get, raw: Record<string, unknown>, ctx: { env: NodeJS.ProcessEnv; baseDir: string; registry: PluginRegistry; forced: boolean }, problems: Problems): RoutingConfig {
+  const { env } = ctx;
   const plugin = get<RoutingConfig['plugin']>('routing.plugin');
   const gobgp = raw.gobgp !== null && typeof raw.gobgp === 'object' && !Array.isArray(raw.gobgp) ? (raw.gobgp as Record<string, unknown>) : {};
   const fromEnv = Boolean(env.VIPCAST_GOBGP_ADDRESS);
@@ -375,15 +376,38 @@ function buildRouting(get: Get, raw: Record<string, unknown>, env: NodeJS.Proces
       if (gobgp[key] !== undefined && gobgp[key] !== null) problems.warnings.push(`routing.gobgp.${key}: ignored: vipcast does not manage gobgpd (${explicit === false ? 'routing.gobgp.managed: false' : 'routing.gobgp.address is set'})`);
     }
   }
-  return Object.freeze({
-    plugin,
-    gobgp: Object.freeze({
-      address: managed ? `unix://${socketDir}/${MANAGED_SOCKET_NAME}` : get<string>('routing.gobgp.address'),
-      managed,
-      binary: get<string>('routing.gobgp.binary'),
-      socketDir,
-    }),
+  const gobgpSettings = Object.freeze({
+    address: managed ? `unix://${socketDir}/${MANAGED_SOCKET_NAME}` : get<string>('routing.gobgp.address'),
+    managed,
+    binary: get<string>('routing.gobgp.binary'),
+    socketDir,
   });
+  return Object.freeze({ plugin, settings: routerSettings(plugin, raw, gobgpSettings, ctx, problems), gobgp: gobgpSettings });
+}
+
+/**
+ * routing.settings parsed by the router plugin routing.plugin names (any router of the registry). The built-in gobgp
+ * keeps gocast's routing.gobgp block as its settings: routing.settings beside it is an error (one place per setting).
+ * With --dry-run (the plugin forced) routing.settings belongs to the router the file names and is not parsed.
+ */
+function routerSettings(plugin: string | undefined, raw: Record<string, unknown>, gobgp: RoutingConfig['gobgp'], ctx: { env: NodeJS.ProcessEnv; baseDir: string; registry: PluginRegistry; forced: boolean }, problems: Problems): unknown {
+  if (plugin === undefined) return undefined;
+  const router = ctx.registry.router(plugin);
+  if (!router) {
+    // A router a failed package may provide: that package's error (plugins[i]) is the one reported.
+    if (!ctx.registry.failedSource('router', plugin)) {
+      const close = suggest(plugin, ctx.registry.names('router'));
+      problems.add('routing.plugin', `unknown router "${plugin}" (known: ${ctx.registry.names('router').join(', ')}${close.length ? `; did you mean "${close[0]}"?` : ''})`);
+    }
+    return undefined;
+  }
+  const given = raw.settings !== undefined && raw.settings !== null;
+  if (plugin === 'gobgp') {
+    if (given) problems.add('routing.settings', 'not used by routing.plugin gobgp: its settings are the routing.gobgp block (address, managed, binary, socket_dir)');
+    return gobgp;
+  }
+  if (ctx.forced) return router.parseSettings(undefined, { path: 'routing.settings', baseDir: ctx.baseDir, env: ctx.env });
+  return problems.try('routing.settings', () => router.parseSettings(given ? raw.settings : {}, { path: 'routing.settings', baseDir: ctx.baseDir, env: ctx.env }));
 }
 
 /** The prefix policy of this config: the agent's policy keys plus the BGP peers' addresses and bgp.local_ip. */

@@ -85,7 +85,7 @@ export function peerFingerprint(p: PeerSpec): string {
 export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
   const speaker: string[] = [];
   if (a.routing.plugin !== b.routing.plugin) speaker.push('routing.plugin');
-  if (a.routing.gobgp.address !== b.routing.gobgp.address) speaker.push('routing.gobgp.address');
+  else if (!sameRouterSettings(a, b)) speaker.push(b.routing.plugin === 'gobgp' ? 'routing.gobgp.address' : 'routing.settings');
   if (a.bgp.localAs !== b.bgp.localAs) speaker.push('bgp.local_as');
   if (a.bgp.localIp !== b.bgp.localIp) speaker.push('bgp.local_ip');
   if (a.bgp.listenPort !== b.bgp.listenPort) speaker.push('bgp.listen_port');
@@ -115,6 +115,16 @@ export function diffConfig(a: VipcastConfig, b: VipcastConfig): ConfigDiff {
   const routeAttributes = a.bgp.origin !== b.bgp.origin || a.bgp.communities.map((c) => c.text).join() !== b.bgp.communities.map((c) => c.text).join();
   const host = a.agent.iptablesBinary !== b.agent.iptablesBinary;
   return { speaker, peers, apps, agent, routeAttributes, host };
+}
+
+/**
+ * Same router plugin and the plugin's sameSettings says the running router can stay (gobgp: the same address; dry-run:
+ * always). The new config's descriptor decides (a reload loads packages afresh).
+ */
+export function sameRouterSettings(a: VipcastConfig, b: VipcastConfig): boolean {
+  if (a.routing.plugin !== b.routing.plugin) return false;
+  const plugin = b.registry.router(b.routing.plugin);
+  return plugin !== undefined && plugin.sameSettings(a.routing.settings, b.routing.settings);
 }
 
 /**
@@ -291,10 +301,10 @@ async function undo(d: DaemonForReload, prev: VipcastConfig, next: VipcastConfig
  * one keeps announcing until the new one is up; if the new one fails, the old generation stays in force.
  */
 async function swapGeneration(d: DaemonForReload, prev: VipcastConfig, next: VipcastConfig, diff: ConfigDiff, log: Logger): Promise<void> {
-  const gen = await buildGeneration(next, { dryRun: d.generation.dryRun, log });
+  const gen = await buildGeneration(next, { log });
   await d.reconciler.queue.run(async () => {
     const old = d.generation;
-    const sameSpeaker = prev.routing.plugin === next.routing.plugin && prev.routing.gobgp.address === next.routing.gobgp.address && !old.dryRun;
+    const sameSpeaker = sameRouterSettings(prev, next) && !old.dryRun;
     const restart = diff.speaker.length > 0 && sameSpeaker;
     if (restart) {
       log.warn({ changed: diff.speaker }, 'reload changes the BGP speaker itself: every route is withdrawn and re-announced');
@@ -308,7 +318,7 @@ async function swapGeneration(d: DaemonForReload, prev: VipcastConfig, next: Vip
       if (restart) {
         // The old speaker was stopped: start it again with the previous config.
         await closeGeneration(old);
-        const back = await buildGeneration(prev, { dryRun: old.dryRun, log });
+        const back = await buildGeneration(prev, { log });
         await startGeneration(back);
         d.swapGeneration(back);
       }

@@ -8,11 +8,15 @@
  * itself, when `create` runs.
  */
 import type { DiscoveryPlugin, RouterPlugin } from '../plugin-api.js';
+import gobgp from './routing/gobgp/plugin.js';
+import dryRun from './routing/dry-run/index.js';
 import { builtinDiscoveries } from './discovery/index.js';
 
 export function builtinPlugins(): ReadonlyArray<RouterPlugin | DiscoveryPlugin> {
   return [
-    // routers: gobgp, dry-run
+    // routers
+    gobgp as RouterPlugin,
+    dryRun as RouterPlugin,
     ...builtinDiscoveries(),
   ];
 }

@@ -2,10 +2,38 @@
  * The `dry-run` router: logs every UPDATE production would send as one JSON line and keeps an in-memory RIB, so
  * staging shows exactly what production would announce, with no gobgpd and no privileges.
  */
-import type { PeerSpec, PeerState, Route, Router } from '../../../plugin-api.js';
+import { PLUGIN_API_VERSION, type PeerSpec, type PeerState, type Route, type Router, type RouterPlugin } from '../../../plugin-api.js';
 import type { BgpConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
 import { routeAttributes } from '../route-attributes.js';
+import { describe } from '../../../core/config-schema.js';
+import { valueError } from '../../../core/errors.js';
+
+/** The dry-run router takes no settings. */
+export type DryRunSettings = Readonly<Record<string, never>>;
+
+/**
+ * The built-in `dry-run` router as a plugin (routing.plugin: dry-run, or --dry-run which forces it). No settings:
+ * `routing.settings`, if given, must be empty.
+ */
+const dryRun: RouterPlugin<DryRunSettings> = {
+  kind: 'router',
+  name: 'dry-run',
+  version: PLUGIN_API_VERSION,
+  apiVersion: `^${PLUGIN_API_VERSION}`,
+  parseSettings(raw, ctx) {
+    if (raw === undefined || raw === null) return Object.freeze({});
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw valueError(ctx.path, `${describe(raw)} is not a mapping (routing.plugin dry-run takes no settings)`);
+    const keys = Object.keys(raw);
+    if (keys.length) throw valueError(`${ctx.path}.${keys[0]}`, 'unknown key: routing.plugin dry-run takes no settings');
+    return Object.freeze({});
+  },
+  sameSettings: () => true,
+  // The daemon's PluginLogger is a pino Logger. The dry-run router logs as component 'router' (as before plugins).
+  create: (ctx) => new DryRunRouter({ ...ctx.bgp, nextHop: ctx.bgp.nextHop ?? 'local_ip' }, (ctx.log as Logger).child({ component: 'router' })),
+};
+
+export default dryRun;
 
 export class DryRunRouter implements Router {
   readonly name = 'dry-run';

@@ -5,3 +5,5 @@
 export { GobgpRouter, type GobgpRouterOptions } from './router.js';
 export { localIpFor, resolveDefaultGateway, type IpRunner } from './net.js';
 export { ManagedGobgpd, managedSocket, type ManagedGobgpdOptions } from './managed.js';
+/** The `gobgp` router plugin descriptor (cheap to import from ./plugin.js alone; this barrel loads the router too). */
+export { default, parseGobgpSettings, type GobgpSettings } from './plugin.js';
