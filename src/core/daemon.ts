@@ -154,9 +154,9 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     // The managed gobgpd first: the first generation's router connects to its socket.
     this.speaker = await createManagedSpeaker(config.routing, this.opts.dryRun, this.log, () => this.metrics.gobgpdRestarts.inc());
     await this.speaker?.start();
-    this.generation = await buildGeneration(config, { log: this.log });
+    this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
     const { router, host } = this.generation;
-    this.log.info({ file: config.file, apps: config.apps.length, routing: config.routing.plugin }, 'config loaded');
+    this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
     for (const w of exposureWarnings(config, this.generation.dryRun)) this.log.warn({ component: 'security' }, w);
 
@@ -222,16 +222,22 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     await startGeneration(this.generation);
     this.markStoppable();
     this.watchRouter(router);
+    // Paths an earlier run left for HTTP registrations or a discovery source's apps (Consul's...) must not look stale
+    // before they are back (a restart would flap them): held from before the first app is tracked, since a config
+    // app's first verdict triggers a pass at once.
+    this.reconciler.holdForSource('http', FIRST_DELIVERY_HOLD_MS);
+    for (const s of discoverySources(config, consulSettings(config.agent, this.env)).sources) {
+      if (s.name !== 'config') this.reconciler.holdForSource(s.name, FIRST_DELIVERY_HOLD_MS);
+    }
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
     // still configured stays until their first check says otherwise, strays go at once.
     await this.configureDiscovery(config, (s) => s.name === 'config');
     // HTTP registrations of the previous run, validated again as /register would now; config apps win. They start
     // 'unknown' like every app after a restart: their paths are left alone until their first check, then adopted.
-    await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
-    // Paths an earlier run left for Consul apps (any discovery source's) must not look stale before its first delivery
-    // has said which apps there are (a restart would flap them).
-    for (const s of discoverySources(config, consulSettings(config.agent, this.env)).sources) {
-      if (s.name !== 'config') this.reconciler.holdForSource(s.name, FIRST_DELIVERY_HOLD_MS);
+    try {
+      await this.registrations.restore(this.registry, (p) => appFromRegistration(p, 'http', config.agent, config.monitors, consulSettings(config.agent, this.env)));
+    } finally {
+      this.reconciler.sourceDelivered('http');
     }
     await this.configureDiscovery(config);
     this.reconciler.start();
