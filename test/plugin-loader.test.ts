@@ -337,3 +337,54 @@ apps:
   });
   t.equal(ok.code, 0, 'a router package loads in validate');
 });
+
+/** Run the vipcast CLI to its exit (bounded: 60 s, far above the few hundred ms a refused config or start takes). */
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
+  });
+}
+
+t.test('through vipcast: bad router and discovery settings are refused by validate with their key paths; a discovery factory that throws fails the start naming discovery[i]', async (t) => {
+  const dir = t.testdir({});
+  install(dir, 'router-bad-settings', 'vipcast-router-jsonfile');
+  install(dir, 'discovery-bad-settings', 'vipcast-discovery-cmdb');
+  install(dir, 'discovery-factory-throws', 'vipcast-discovery-factory-throws');
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, `
+plugins: [vipcast-router-jsonfile, vipcast-discovery-cmdb]
+routing: { plugin: jsonfile, settings: { file: rib.jsonl } }
+discovery:
+  - { plugin: cmdb, url: "ftp://cmdb" }
+apps:
+  - { name: a, vip: 198.18.100.70/32, monitors: ["port:tcp:80"] }
+`);
+  const bad = await cli(['validate', '-c', file]);
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /2 problems:\n {2}routing\.settings\.file: "rib\.jsonl" is not an absolute path\n {2}discovery\[0\]\.url: "ftp:\/\/cmdb" is not an http\(s\) URL\n/);
+
+  writeFileSync(file, `
+plugins: [vipcast-router-jsonfile, vipcast-discovery-cmdb]
+routing: { plugin: jsonfile, settings: { file: ${join(dir, 'rib.jsonl')} } }
+discovery:
+  - { plugin: cmdb, url: "https://cmdb.example" }
+`);
+  const ok = await cli(['validate', '-c', file]);
+  t.equal(ok.code, 0, `valid settings pass (${ok.stderr})`);
+  t.match(ok.stdout, /routing jsonfile/);
+
+  // The factory runs at start (never in validate): a dry-run start with a source whose factory throws is refused.
+  writeFileSync(file, `
+plugins: [vipcast-discovery-factory-throws]
+agent: { listen_addr: "" }
+routing: { plugin: dry-run }
+discovery:
+  - { plugin: broken }
+apps:
+  - { name: a, vip: 198.18.100.70/32, monitors: ["port:tcp:80"] }
+`);
+  t.equal((await cli(['validate', '-c', file])).code, 0, 'validate does not create sources');
+  const run = await cli(['run', '-c', file, '--dry-run']);
+  t.not(run.code, 0, 'the start fails');
+  t.match(run.stderr + run.stdout, /discovery\[0\]: discovery "broken" \(plugin broken\) could not start: fixture: the broken discovery cannot reach its source/);
+});
