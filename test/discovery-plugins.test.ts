@@ -7,7 +7,7 @@
  * settings starts the new instance before the old one closes, withdrawing nothing.
  */
 import t from 'tap';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/core/config.js';
 import { errorDetails } from '../src/core/errors.js';
-import { DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
+import { BIN, DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
 
 const pexec = promisify(execFile);
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/plugins/vipcast-discovery-jsonfile', import.meta.url));
@@ -77,6 +77,11 @@ t.test('discovery: entries are parsed by their plugin; every error names its key
   t.match(await load('discovery: {}\n'), [/^discovery: a mapping is not a list/], 'not a list');
   t.match(await load('discovery: [x]\n'), [/^discovery\[0\]: "x" is not a mapping/], 'an entry that is not a mapping');
   t.match(await load('discoveries: []\n'), [/^discoveries: unknown key/], 'a misspelt top-level key is still an error');
+  // vipcast validate checks them too.
+  writeFileSync(join(dir, 'vipcast.yaml'), `${HEAD}discovery:\n  - plugin: jsonfile\n    file: apps.json\n`);
+  const bad = await pexec(process.execPath, [BIN, 'validate', '-c', join(dir, 'vipcast.yaml')], { env: { ...process.env, NODE_OPTIONS: '' } }).then(() => undefined, (e: { code: number; stdout: string; stderr: string }) => e);
+  t.ok(bad && bad.code !== 0, 'vipcast validate fails');
+  t.match(`${bad?.stdout ?? ''}${bad?.stderr ?? ''}`, /discovery\[0\]\.file: "apps\.json" is not an absolute path/, 'and names the key path');
 });
 
 t.test('vipcast run: a packed discovery plugin\'s apps are checked, announced, withdrawn when removed; a settings change swaps the instance without a withdraw', async (t) => {
@@ -139,6 +144,20 @@ t.test('vipcast run: a packed discovery plugin\'s apps are checked, announced, w
   from = d.lines.length;
   writeApps([{ name: 'steady', vip: '198.18.100.71/32' }]);
   await d.waitLine(isRoute('withdraw', '198.18.100.72/32'), 10_000, 'the source in force still watches the file', from);
+
+  // A reload adding a source whose factory throws fails; the config in force stays (the jsonfile source keeps running).
+  mkdirSync(join(dir, 'node_modules', 'vipcast-discovery-factory-throws'), { recursive: true });
+  cpSync(fileURLToPath(new URL('../../test/fixtures/plugins/discovery-factory-throws', import.meta.url)), join(dir, 'node_modules', 'vipcast-discovery-factory-throws'), { recursive: true });
+  from = d.lines.length;
+  writeFileSync(file, body(300).replace('plugins: [vipcast-discovery-jsonfile]', 'plugins: [vipcast-discovery-jsonfile, vipcast-discovery-factory-throws]') + '  - plugin: broken\n');
+  d.kill('SIGHUP');
+  const failed = await d.waitLine((l) => l.component === 'reload' && /^reload(: (done|nothing changed)| refused| failed)/.test(l.msg), 30_000, 'reload outcome', from);
+  t.match(failed.msg, /^reload failed/, 'the reload fails');
+  t.ok(d.lines.slice(from).some((l) => /discovery\[1\]: discovery \\?"broken\\?" \(plugin broken\) could not start: fixture: the broken discovery cannot reach its source/.test(JSON.stringify(l))), 'the error names discovery[1] and says why');
+  t.notOk(d.lines.slice(from).some((l) => l.event === 'route' && l.action === 'withdraw'), 'nothing withdrawn by the failed reload');
+  from = d.lines.length;
+  writeApps([{ name: 'steady', vip: '198.18.100.71/32' }, { name: 'again', vip: '198.18.100.73/32' }]);
+  await d.waitLine(isRoute('announce', '198.18.100.73/32'), 10_000, 'the source in force still watches the file after the failed reload', from);
 
   // The entry removed by a reload: its source closes and its apps are withdrawn.
   from = d.lines.length;
