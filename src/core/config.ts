@@ -16,7 +16,7 @@ import type { AgentConfig, BgpConfig, DiscoveryEntry, FlapDampingConfig, Routing
 import { RESERVED_SOURCE_NAMES } from '../plugins/discovery/index.js';
 import { VipcastError, valueError } from './errors.js';
 import { MonitorRegistry } from './monitor-registry.js';
-import { PluginLoadError, loadPlugin } from './plugin-loader.js';
+import { PluginLoadError, loadPlugin, pluginVersionChange } from './plugin-loader.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { builtinPlugins } from '../plugins/builtins.js';
 import {
@@ -243,6 +243,8 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
     const at = `plugins[${i}]`;
     try {
       registry.add(await loadPlugin(name, baseDir, { path: at }), name, at);
+      const changed = pluginVersionChange(name, baseDir);
+      if (changed) registry.addStale({ path: at, pkg: name, ...changed });
     } catch (err) {
       // Every loader error starts with its key path and names the package; anything else (a name clash) gets both.
       details.push(err instanceof PluginLoadError ? err.message : `${(err as Error).message.startsWith(at) ? '' : `${at}: `}${(err as Error).message}`);

@@ -104,6 +104,7 @@ export interface LoadOptions {
 export async function loadPlugin(name: string, baseDir: string, opts: LoadOptions = {}): Promise<VipcastPlugin> {
   const path = opts.path ?? 'plugins';
   const file = resolvePlugin(name, baseDir, path);
+  if (!importedVersions.has(file)) importedVersions.set(file, installedVersion(file, name));
   let mod: unknown;
   try {
     mod = await import(pathToFileURL(file).href);
@@ -162,4 +163,40 @@ export async function loadPlugin(name: string, baseDir: string, opts: LoadOption
   const settings = { parseSettings: s.parseSettings.bind(s), sameSettings: s.sameSettings.bind(s) };
   if (kind === 'router') return Object.freeze<RouterPlugin>({ ...base, kind, ...settings, create: (s as RouterPlugin).create.bind(s) });
   return Object.freeze<DiscoveryPlugin>({ ...base, kind, ...settings, create: (s as DiscoveryPlugin).create.bind(s) });
+}
+
+/** The installed version (package.json) of each plugin entry file when this process first imported it. */
+const importedVersions = new Map<string, string>();
+
+/** The `version` of the package.json of package `name` that holds `file` ('' when it can't be read). */
+function installedVersion(file: string, name: string): string {
+  for (let dir = dirname(file); dir !== dirname(dir); dir = dirname(dir)) {
+    const pkgFile = join(dir, 'package.json');
+    if (!existsSync(pkgFile)) continue;
+    try {
+      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === name) return typeof pkg.version === 'string' ? pkg.version : '';
+    } catch {
+      return '';
+    }
+  }
+  return '';
+}
+
+/**
+ * After `loadPlugin(name, baseDir)`: when the package installed on disk is not the version this process imported
+ * first (an `npm install` of a new version after the start), the versions `{ running, installed }`. Node's module cache
+ * keeps the first import, so the running version goes on until a restart; undefined when they are the same.
+ */
+export function pluginVersionChange(name: string, baseDir: string): { running: string; installed: string } | undefined {
+  let file: string;
+  try {
+    file = resolvePlugin(name, baseDir);
+  } catch {
+    return undefined;
+  }
+  const running = importedVersions.get(file);
+  if (running === undefined) return undefined;
+  const installed = installedVersion(file, name);
+  return installed !== running ? { running, installed } : undefined;
 }

@@ -27,6 +27,7 @@ export class PluginRegistry {
   /** Where each plugin came from ('built-in' or the package name), for errors, /status and the logs. */
   private readonly origins = new Map<string, string>();
   private readonly failed: PluginFailure[] = [];
+  private readonly staleList: StalePlugin[] = [];
 
   /**
    * `monitors`: the monitor registry (default: the built-in monitors); `builtins` (e.g. builtinPlugins() of
@@ -76,6 +77,19 @@ export class PluginRegistry {
     this.failed.push(Object.freeze({ ...failure }));
   }
 
+  /**
+   * Record a package whose installed version changed on disk since this process imported it: Node keeps the first
+   * import, so the version in memory goes on running until a restart (reload reports it in `restartNeeded`).
+   */
+  addStale(stale: StalePlugin): void {
+    this.staleList.push(Object.freeze({ ...stale }));
+  }
+
+  /** Packages running an older version than the one installed now, in config order. */
+  stale(): readonly StalePlugin[] {
+    return this.staleList;
+  }
+
   /** The packages of `plugins:` that failed to load, in config order. */
   failures(): readonly PluginFailure[] {
     return this.failed;
@@ -89,4 +103,15 @@ export class PluginRegistry {
   failedSource(kind: PluginKind, name: string): PluginFailure | undefined {
     return this.failed.find((f) => f.kind === kind && f.name === name) ?? this.failed.find((f) => f.kind === undefined);
   }
+}
+
+/** A `plugins:` package whose installed version is not the one running (see PluginRegistry.addStale). */
+export interface StalePlugin {
+  /** Key path of the package in the config (`plugins[1]`). */
+  readonly path: string;
+  readonly pkg: string;
+  /** The version imported by this process, which keeps running. */
+  readonly running: string;
+  /** The version installed on disk now. */
+  readonly installed: string;
 }

@@ -201,7 +201,10 @@ export async function reloadConfig(d: DaemonForReload, trigger: string, log: Log
     next = { ...next, agent: { ...next.agent, ...kept } };
     restartNeeded = [...notApplied].filter(([, why]) => why === 'needs a restart').map(([k]) => `agent.${k}`);
   }
-  restartNeeded = [...speakerKeys, ...restartNeeded];
+  // A plugin package upgraded on disk since the start: Node keeps the version it imported first, which goes on running
+  // (with the reload's other changes applied) until a restart loads the new one.
+  const stalePlugins = next.registry.stale().map((p) => `${p.path} (${p.pkg} ${p.running} runs; ${p.installed} is installed)`);
+  restartNeeded = [...speakerKeys, ...restartNeeded, ...stalePlugins];
   // A config app that is not registered (refused at start: its VIP was an HTTP app's then) is tried again on any
   // reload, even of an unchanged file. (cleanup_timer no longer drops config apps: they stay registered and checked.)
   const back = next.apps.filter((a) => !d.registry.get(a.name) && !diff.apps.added.includes(a.name)).map((a) => a.name);
