@@ -20,6 +20,8 @@ import { diffConfig } from '../src/core/reload.js';
 import { silentLogger } from '../src/core/logger.js';
 import { parsePrefix } from '../src/core/values.js';
 import type { Router } from '../src/plugin-api.js';
+import { spawnSync } from 'node:child_process';
+import { BIN } from './helpers/daemon.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
 
@@ -155,4 +157,21 @@ t.test('reload diff: a router or settings change needs a new generation; sameSet
   t.same(diffConfig(a, await load(`{ plugin: jsonfile, settings: { file: ${join(dir, 'b')} } }`)).speaker, ['routing.settings']);
   t.same(diffConfig(a, await load('{ plugin: dry-run }')).speaker, ['routing.plugin']);
   t.same(diffConfig(await load('{ plugin: gobgp, gobgp: { address: "127.0.0.1:1" } }'), await load('{ plugin: gobgp, gobgp: { address: "127.0.0.1:2" } }')).speaker, ['routing.gobgp.address']);
+});
+
+t.test('vipcast validate checks the router settings with their key path', async (t) => {
+  const dir = tempDir(t);
+  install(dir, 'vipcast-router-jsonl', 'vipcast-router-jsonl');
+  const file = join(dir, 'v.yaml');
+  const validate = (routing: string) => {
+    writeFileSync(file, `plugins: [vipcast-router-jsonl]\n${BGP}routing: ${routing}\n`);
+    const r = spawnSync(process.execPath, [BIN, 'validate', '-c', file], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
+    return { code: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  const bad = validate('{ plugin: jsonl, settings: { file: rib.jsonl, extra: 1 } }');
+  t.equal(bad.code, 2);
+  t.match(bad.out, /routing\.settings\.extra: unknown key \(known: file\)/);
+  const ok = validate(`{ plugin: jsonl, settings: { file: ${join(dir, 'rib.jsonl')} } }`);
+  t.equal(ok.code, 0, ok.out);
+  t.match(ok.out, /OK: .*routing jsonl, plugins vipcast-router-jsonl/);
 });
