@@ -169,3 +169,25 @@ t.test('vipcast run: a packed discovery plugin\'s apps are checked, announced, w
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0, 'exit 0');
 });
+
+t.test('the built-in discoveries are descriptors in every config\'s registry: config and consul', async (t) => {
+  const dir = t.testdir();
+  const file = join(dir, 'vipcast.yaml');
+  writeFileSync(file, HEAD.replace('plugins: [vipcast-discovery-jsonfile]\n', '') + 'apps:\n  - name: web\n    vip: 198.18.100.80/32\n');
+  const c = await loadConfig(file, { env: {} });
+  t.same(c.registry.names('discovery'), ['config', 'consul'], 'both registered by name');
+  t.equal(c.registry.origin('discovery', 'consul'), 'built-in');
+  const consul = c.registry.discovery('consul')!;
+  const ctx = { path: 'agent.consul_addr', baseDir: dir, env: {} };
+  const s = consul.parseSettings({ addr: 'http://127.0.0.1:8500/v1', token: 't', node: 'n1', stale: false, queryIntervalMs: 60_000 }, ctx);
+  t.ok(consul.sameSettings(s, consul.parseSettings({ addr: 'http://127.0.0.1:8500/v1', token: 't', node: 'n1', stale: false, queryIntervalMs: 60_000 }, ctx)), 'same settings: the running instance stays');
+  t.notOk(consul.sameSettings(s, consul.parseSettings({ addr: 'http://127.0.0.1:8500/v1', token: 't', node: 'n1', stale: false, queryIntervalMs: 30_000 }, ctx)), 'another query interval: a new instance');
+  t.throws(() => consul.parseSettings({ addr: 'http://127.0.0.1:8500/v1', token: '', node: '', stale: false, queryIntervalMs: 1000 }, ctx), /agent\.consul_addr: Consul discovery is off: the CONSUL_NODE environment variable is not set/);
+  const config = c.registry.discovery('config')!;
+  const apps = config.parseSettings({ apps: c.apps }, { path: 'apps', baseDir: dir, env: {} });
+  const inst = await config.create({ log: undefined as never, settings: apps, services: { appFrom: () => { throw new Error('unused'); } } });
+  const seen: string[][] = [];
+  await inst.start((list) => seen.push(list.map((a) => `${a.name}:${a.source}`)));
+  t.same(seen, [['web:config']], 'the config source delivers the file\'s apps when started');
+  await inst.close();
+});

@@ -332,7 +332,8 @@ export class Daemon implements DaemonForApi, DaemonForReload {
       }
       this.discoveries.set(entry.name, rec);
       if (old) {
-        this.log.info({ discovery: entry.name, plugin: entry.plugin }, `discovery ${entry.name}: settings changed; the new instance started, closing the old one`);
+        // The config source is replaced on every reload (its settings are the file's apps); only others are news.
+        if (entry.name !== 'config') this.log.info({ discovery: entry.name, plugin: entry.plugin }, `discovery ${entry.name}: settings changed; the new instance started, closing the old one`);
         await old.instance.close();
       }
     }
