@@ -100,10 +100,12 @@ t.test('SIGHUP swaps the router dry-run -> gobgp -> dry-run at a real BIRD; a br
   t.same(await s.routes(), [], 'dry-run: nothing at BIRD');
 
   s.writeConfig(gobgp);
+  let sent = performance.now();
   let outcome = await hup(d);
   t.equal(outcome.msg, 'reload: done');
   t.match(outcome.changes, ['routing.plugin: changed (speaker restart)']);
   await waitFor(async () => (await s.routes()).length === 2, 30_000, 'both routes at BIRD after the swap to gobgp');
+  t.comment(`dry-run -> gobgp: reload ${String(outcome.duration_ms)} ms, SIGHUP to both routes at BIRD ${Math.round(performance.now() - sent)} ms`);
 
   // Broken router plugins by reload: the running gobgp generation stays, routes stay at BIRD.
   s.writeConfig(withRouting(s, 'routing:\n  plugin: broken\n', 'plugins: [vipcast-router-factory-throws]\n') + apps);
@@ -122,9 +124,11 @@ t.test('SIGHUP swaps the router dry-run -> gobgp -> dry-run at a real BIRD; a br
   // Back to dry-run: gobgp's routes go (the old speaker withdraws before it closes); the apps keep being checked.
   s.writeConfig(dry);
   const after = d.lines.length;
+  sent = performance.now();
   outcome = await hup(d);
   t.equal(outcome.msg, 'reload: done');
   await waitFor(async () => (await s.routes()).length === 0, 30_000, 'routes gone from BIRD after the swap to dry-run');
+  t.comment(`gobgp -> dry-run: reload ${String(outcome.duration_ms)} ms, SIGHUP to no route at BIRD ${Math.round(performance.now() - sent)} ms`);
   const byDryRun = (action: string) => (l: { event?: string; action?: string; prefix?: string; [k: string]: unknown }) => l.router === 'dry-run' && l.event === 'route' && l.action === action && l.prefix === '198.18.246.1/32';
   await d.waitLine(byDryRun('announce'), 30_000, 'the new dry-run router is given the routes', after);
   writeFileSync(flag, '');
