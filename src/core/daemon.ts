@@ -154,9 +154,9 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     // The managed gobgpd first: the first generation's router connects to its socket.
     this.speaker = await createManagedSpeaker(config.routing, this.opts.dryRun, this.log, () => this.metrics.gobgpdRestarts.inc());
     await this.speaker?.start();
-    this.generation = await buildGeneration(config, { dryRun: this.opts.dryRun, log: this.log });
+    this.generation = await buildGeneration(config, { log: this.log });
     const { router, host } = this.generation;
-    this.log.info({ file: config.file, apps: config.apps.length, routing: this.generation.dryRun ? 'dry-run' : 'gobgp' }, 'config loaded');
+    this.log.info({ file: config.file, apps: config.apps.length, routing: config.routing.plugin }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
     for (const w of exposureWarnings(config, this.generation.dryRun)) this.log.warn({ component: 'security' }, w);
 
