@@ -129,6 +129,16 @@ t.test('vipcast run: a packed discovery plugin\'s apps are checked, announced, w
   await new Promise((r) => setTimeout(r, 1500));
   t.notOk(d.lines.slice(from).some((l) => l.event === 'route' && l.action === 'withdraw'), 'no route withdrawn by the swap');
 
+  // A reload that changes only agent keys keeps the running instance (sameSettings): refreshed, not restarted.
+  from = d.lines.length;
+  writeFileSync(file, body(300).replace('monitor_interval: 200ms', 'monitor_interval: 300ms'));
+  d.kill('SIGHUP');
+  const kept = await d.waitLine((l) => l.component === 'reload' && /^reload(: (done|nothing changed)| refused| failed)/.test(l.msg), 30_000, 'reload outcome', from);
+  t.equal(kept.msg, 'reload: done');
+  t.notOk((kept.changes as string[]).some((c) => c.startsWith('discovery ')), 'no discovery change listed');
+  t.same(d.lines.slice(from).filter((l) => l.discovery === 'jsonfile' && /discovery (started|closed)/.test(l.msg)).map((l) => JSON.stringify(l)), [], 'the jsonfile instance was neither started nor closed');
+  await d.waitLine((l) => l.discovery === 'jsonfile' && l.msg === 'discovery jsonfile: apps updated', 5000, 'refresh(): the kept instance delivers its apps again, rebuilt under the new agent defaults', from);
+
   // The new instance keeps watching: an app added to the file is announced.
   from = d.lines.length;
   writeApps([{ name: 'steady', vip: '198.18.100.71/32' }, { name: 'late', vip: '198.18.100.72/32' }]);

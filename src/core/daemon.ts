@@ -303,7 +303,9 @@ export class Daemon implements DaemonForApi, DaemonForReload {
       const plugin = config.registry.discovery(entry.plugin);
       if (!plugin) throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: unknown discovery plugin "${entry.plugin}"`);
       const old = this.discoveries.get(entry.name);
-      if (old && old.plugin === plugin && plugin.sameSettings(old.entry.settings, entry.settings)) {
+      // A reload loads plugin packages afresh (another descriptor object): the same plugin is the same name and version.
+      if (old && old.entry.plugin === entry.plugin && old.plugin.version === plugin.version && plugin.sameSettings(old.entry.settings, entry.settings)) {
+        old.plugin = plugin;
         old.entry = entry;
         old.instance.refresh?.();
         continue;
