@@ -2,11 +2,12 @@
  * The daemon: owns one config generation at a time and the long-lived parts (check pool, registry, health tracker,
  * reconciler). Lifecycle: start() in order, stop() in reverse order, each close with a timeout; stop is idempotent.
  */
-import type { AppSpec, Discovery, DiscoveryPlugin, Router } from '../plugin-api.js';
+import type { Router } from '../plugin-api.js';
 import type { DiscoveryEntry, VipcastConfig } from './config-types.js';
 import type { Logger } from './logger.js';
 import { loadConfig } from './config.js';
-import { CheckPool } from './check-pool.js';
+import type { CheckPool } from './check-pool.js';
+import { DaemonCheckPools } from './daemon-check-pools.js';
 import { AppRegistry, sameChecks } from './registry.js';
 import { HealthTracker, type CheckRunner } from './health.js';
 import { Reconciler } from './reconciler.js';
@@ -17,13 +18,16 @@ import { exposureWarnings, startApi, type ApiServer } from './api.js';
 import { configHash, reloadConfig } from './reload.js';
 import { reconcilerOptions, type DaemonForApi, type DaemonForReload, type ReloadResult } from './daemon-api.js';
 import { consulSettings } from './config.js';
-import { discoverySources, FIRST_DELIVERY_HOLD_MS } from '../plugins/discovery/index.js';
+import { FIRST_DELIVERY_HOLD_MS } from '../plugins/discovery/index.js';
 import { VipcastError } from './errors.js';
 import { PidFile } from './pid-file.js';
 import { Maintenance } from './maintenance.js';
-import { FlapDamping, type DampingInfo } from './flap-damping.js';
+import { FlapDamping } from './flap-damping.js';
 import { createManagedSpeaker, type ManagedSpeaker } from '../plugins/routing/index.js';
 import { RegistrationStore } from './registration-store.js';
+import { configureDiscovery, daemonDiscoverySources, type RunningDiscovery } from './daemon-discovery.js';
+import { daemonStatus } from './daemon-status.js';
+import { withTimeout } from './daemon-stop.js';
 import { appFromRegistration } from './registration.js';
 
 export interface DaemonOptions {
@@ -46,15 +50,6 @@ export const RELOAD_SETTLE_MS = 100;
  */
 export const CONSUL_FIRST_READ_HOLD_MS = FIRST_DELIVERY_HOLD_MS;
 
-/** A discovery source the daemon runs: its entry (name, plugin, settings) and the instance its plugin created. */
-interface RunningDiscovery {
-  entry: DiscoveryEntry;
-  plugin: DiscoveryPlugin;
-  instance: Discovery;
-  /** Replaced or removed: its deliveries are ignored from then on. */
-  retired: boolean;
-}
-
 export class Daemon implements DaemonForApi, DaemonForReload {
   /** The prefix policy of the config in force guards its door (invariant 9). */
   readonly registry = new AppRegistry({ policy: () => this.generation?.config.agent.prefixPolicy });
@@ -63,9 +58,8 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   /** The outcome of the last reload, for /status. */
   lastReload: ReloadResult | undefined;
   private readonly reloads = new Coalescer<string, ReloadResult>((trigger, requests) => this.doReload(trigger, requests), RELOAD_SETTLE_MS);
-  pool!: CheckPool;
-  /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
-  commandPool!: CheckPool;
+  /** The check pools (checks, commands, replaced ones still answering): see daemon-check-pools.ts. */
+  private pools: DaemonCheckPools | undefined;
   health!: HealthTracker;
   reconciler!: Reconciler;
   /** Apps in maintenance (API, CLI, files): by name, daemon state kept across reloads and, saved, across restarts. */
@@ -105,10 +99,6 @@ export class Daemon implements DaemonForApi, DaemonForReload {
    */
   readonly stoppable: Promise<void>;
   private markStoppable!: () => void;
-  /** agent.check_workers of the pool in use. */
-  private poolWorkers = 0;
-  /** Replaced pools still answering their in-flight checks (agent.check_workers changed by a reload). */
-  private readonly retiringPools = new Map<CheckPool, Promise<void>>();
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = opts.log;
@@ -160,11 +150,10 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
     for (const w of exposureWarnings(config, this.generation.dryRun)) this.log.warn({ component: 'security' }, w);
 
-    this.pool = this.newCheckPool(config.agent.checkWorkers);
-    this.commandPool = new CheckPool({ workers: 1, log: this.log.child({ component: 'check-pool', pool: 'commands' }), metrics: this.metrics.checkPool('commands') });
+    const pools = (this.pools = new DaemonCheckPools(config.agent.checkWorkers, this.log, this.metrics));
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
-        const r = await (spec.runsCommands ? this.commandPool : this.pool).run(spec, timeoutMs);
+        const r = await pools.poolFor(spec).run(spec, timeoutMs);
         this.metrics.checks.inc({ type: spec.type, result: r.ok ? 'pass' : 'fail' });
         this.metrics.checkDuration.observe({ type: spec.type }, r.durationMs / 1000);
         return r;
@@ -226,7 +215,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     // before they are back (a restart would flap them): held from before the first app is tracked, since a config
     // app's first verdict triggers a pass at once.
     this.reconciler.holdForSource('http', FIRST_DELIVERY_HOLD_MS);
-    for (const s of discoverySources(config, consulSettings(config.agent, this.env)).sources) {
+    for (const s of daemonDiscoverySources(config, this.env)) {
       if (s.name !== 'config') this.reconciler.holdForSource(s.name, FIRST_DELIVERY_HOLD_MS);
     }
     // Apps first, then the first (full) pass: it reads the speaker and the host; what an earlier run left for apps
@@ -281,125 +270,27 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   }
 
   /**
-   * Start, keep, replace or close the discovery sources of `config` (start, reload), each created by name from the
-   * config's PluginRegistry. Same plugin and sameSettings: the running instance stays (refresh(): it rebuilds its apps
-   * with the config in force). Changed: the new instance starts before the old one closes, and its apps replace the
-   * old ones by name (unchanged apps are not withdrawn). Removed: closed and its apps removed. `only`: just those
-   * sources (the start adds the config apps first). Returns the apps the registry refused, by source (the `config`
-   * source's fail a reload). A source that cannot be created or started throws an error naming its key path; the
-   * sources done before it stay (a reload's undo configures the previous config again).
+   * Start, keep, replace or close the discovery sources of `config` (start, reload): see daemon-discovery.ts. Returns
+   * the apps the registry refused, by source; a source that cannot be created or started throws naming its key path.
    */
-  async configureDiscovery(config: VipcastConfig, only?: (s: DiscoveryEntry) => boolean): Promise<Map<string, string[]>> {
-    const refusedBy = new Map<string, string[]>();
-    if (this.stopping) return refusedBy;
-    const { sources, consulOff } = discoverySources(config, consulSettings(config.agent, this.env));
-    const wanted = only ? sources.filter(only) : sources;
-    if (!only && consulOff) {
-      const addr = config.agent.consulAddr ?? '';
-      if (addr) this.log.warn({ consul_addr: addr }, `Consul discovery is off: ${consulOff}`);
-      else this.log.info(`Consul discovery is off: ${consulOff}`);
-    }
-    for (const entry of wanted) {
-      const plugin = config.registry.discovery(entry.plugin);
-      if (!plugin) throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: unknown discovery plugin "${entry.plugin}"`);
-      const old = this.discoveries.get(entry.name);
-      // A reload loads plugin packages afresh (another descriptor object): the same plugin is the same name and version.
-      if (old && old.entry.plugin === entry.plugin && old.plugin.version === plugin.version && plugin.sameSettings(old.entry.settings, entry.settings)) {
-        old.plugin = plugin;
-        old.entry = entry;
-        old.instance.refresh?.();
-        continue;
-      }
-      if (old) old.retired = true;
-      let rec: RunningDiscovery | undefined;
-      try {
-        const log = this.log.child({ component: 'discovery', discovery: entry.name });
-        const instance = await plugin.create({ log, settings: entry.settings, services: { appFrom: (params, path) => this.appFrom(entry.name, params, path) } });
-        rec = { entry, plugin, instance, retired: false };
-        const self = rec;
-        await instance.start((apps) => {
-          if (self.retired || this.stopping) return;
-          refusedBy.set(entry.name, this.deliver(entry.name, apps));
-          this.reconciler.sourceDelivered(entry.name);
-        });
-      } catch (err) {
-        if (old) old.retired = false;
-        if (rec) await rec.instance.close().catch(() => undefined);
-        throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: discovery "${entry.name}" (plugin ${entry.plugin}) could not start: ${(err as Error).message}`, { cause: err });
-      }
-      if (this.stopping) {
-        rec.retired = true;
-        await rec.instance.close();
-        return refusedBy;
-      }
-      this.discoveries.set(entry.name, rec);
-      if (old) {
-        // The config source is replaced on every reload (its settings are the file's apps); only others are news.
-        if (entry.name !== 'config') this.log.info({ discovery: entry.name, plugin: entry.plugin }, `discovery ${entry.name}: settings changed; the new instance started, closing the old one`);
-        await old.instance.close();
-      }
-    }
-    if (only) return refusedBy;
-    const names = new Set(sources.map((s) => s.name));
-    for (const [name, rec] of [...this.discoveries]) {
-      if (names.has(name)) continue;
-      rec.retired = true;
-      this.discoveries.delete(name);
-      await rec.instance.close();
-      this.deliver(name, []);
-      this.log.info({ discovery: name }, `discovery ${name}: removed from the config; its apps are removed`);
-    }
-    return refusedBy;
-  }
-
-  /** A discovery source's whole set of apps: they replace the source's apps in the registry. Returns the refused. */
-  private deliver(source: string, apps: readonly AppSpec[]): string[] {
-    const refused = this.registry.replaceSource(source, apps);
-    if (source === 'config') {
-      for (const r of refused) this.log.error({ app: r }, 'config app refused');
-      return refused;
-    }
-    const label = source === 'consul' ? 'Consul' : `discovery ${source}:`;
-    for (const r of refused) this.log.error({ app: r.slice(0, r.indexOf(':')), discovery: source }, `${label} app refused: ${r}`);
-    this.log.info({ apps: apps.map((a) => a.name), discovery: source }, source === 'consul' ? 'Consul apps updated' : `discovery ${source}: apps updated`);
-    return refused;
-  }
-
-  /** DiscoveryServices.appFrom: gocast's parameters under the config in force, `source` = the discovery's name. */
-  private appFrom(source: string, params: Parameters<typeof appFromRegistration>[0], path: string): AppSpec {
-    const config = this.config;
-    try {
-      return appFromRegistration(params, source, config.agent, config.monitors, consulSettings(config.agent, this.env));
-    } catch (err) {
-      if (!path || !(err instanceof VipcastError)) throw err;
-      const details = err.details.length > 0 ? err.details.map((d) => `${path}.${d}`) : [`${path}: ${err.message}`];
-      throw new VipcastError(err.code, details.join('; '), { details });
-    }
+  configureDiscovery(config: VipcastConfig, only?: (s: DiscoveryEntry) => boolean): Promise<Map<string, string[]>> {
+    const d = this;
+    return configureDiscovery({
+      log: d.log, env: d.env, discoveries: d.discoveries, registry: d.registry,
+      get reconciler() { return d.reconciler; }, get config() { return d.config; }, get stopping() { return d.stopping !== undefined; },
+    }, config, only);
   }
 
   /** Everything /status shows: apps with health and routes, peers, the last reload. Never a secret. */
-  async status(): Promise<Record<string, unknown>> {
-    const apps = this.reconciler.status().map((s) => {
-      const spec = this.registry.get(s.app)!;
-      const h = this.health.get(s.app);
-      return {
-        name: s.app, source: s.source, vips: spec.vips.map((v) => v.text), state: h?.state ?? 'unknown', reason: h?.reason ?? '',
-        since: h ? new Date(h.since).toISOString() : undefined, monitors: h?.monitors ?? [], announced: s.announced,
-        host_held: s.hostHeld, cleanup_at: s.cleanupAt ? new Date(s.cleanupAt).toISOString() : undefined, error: s.error,
-        ...(s.held ? { held: { reason: s.held.reason, ...(s.held.drainingUntil ? { draining_until: new Date(s.held.drainingUntil).toISOString() } : {}) } } : {}),
-        ...dampingStatus(this.damping.info(s.app)),
-        ...(this.registrations.isRestored(s.app) ? { restored: true } : {}),
-        ...maintenanceStatus(this.maintenance.view(s.app)),
-      };
+  status(): Promise<Record<string, unknown>> {
+    const d = this;
+    return daemonStatus({
+      registry: d.registry, startedAt: d.startedAt, registrations: d.registrations,
+      get health() { return d.health; }, get reconciler() { return d.reconciler; }, get damping() { return d.damping; },
+      get maintenance() { return d.maintenance; }, get generation() { return d.generation; }, get config() { return d.config; },
+      get speaker() { return d.speaker; }, get pool() { return d.pool; }, get checkWorkers() { return d.checkWorkers; },
+      get lastReload() { return d.lastReload; },
     });
-    const peers = await this.generation.router.peerStates().catch((err: Error) => ({ error: err.message }));
-    return {
-      version: 1, started_at: new Date(this.startedAt).toISOString(), config_file: this.config.file,
-      routing: this.generation.dryRun ? 'dry-run' : this.generation.router.name,
-      ...(this.speaker ? { gobgpd: { managed: true, pid: this.speaker.pid ?? null, restarts: this.speaker.restarts, address: this.speaker.address } } : {}),
-      maintenance: { host: this.maintenance.host ?? null },
-      apps, peers, registrations: this.registrations.status(), reconciler: this.reconciler.stats, check_pool: { check_workers: this.poolWorkers, ...this.pool.stats }, last_reload: this.lastReload,
-    };
   }
 
   /**
@@ -439,9 +330,14 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     return { ok: false, trigger, at: new Date().toISOString(), durationMs: 0, errors: [error], changes: [], configInForce, restartNeeded: [] };
   }
 
-  private newCheckPool(workers: number): CheckPool {
-    this.poolWorkers = workers;
-    return new CheckPool({ workers, log: this.log.child({ component: 'check-pool' }), metrics: this.metrics.checkPool('checks') });
+  /** The pool checks run on now (but those that start processes). */
+  get pool(): CheckPool {
+    return this.pools!.pool;
+  }
+
+  /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
+  get commandPool(): CheckPool {
+    return this.pools!.commandPool;
   }
 
   /**
@@ -450,24 +346,13 @@ export class Daemon implements DaemonForApi, DaemonForReload {
    * after the longest check timeout plus 20 s, or at once when the daemon stops.
    */
   resizeCheckPool(workers: number): void {
-    if (workers === this.poolWorkers) return;
-    const old = this.pool;
-    const previous = this.poolWorkers;
-    this.pool = this.newCheckPool(workers);
-    this.log.info({ component: 'check-pool', workers, previous }, 'check pool resized: new checks run on the new pool, the old one closes once its checks have answered');
-    const boundMs = Math.max(this.config.agent.checkTimeoutMs, ...this.registry.all().map((a) => a.timeoutMs)) + 20_000;
-    const retiring = (async () => {
-      const deadline = performance.now() + boundMs;
-      while (old.stats.inFlight > 0 && performance.now() < deadline && !this.stopping) await new Promise((r) => setTimeout(r, 50));
-      await withTimeout(old.close(), 1000, 'replaced check pool close', this.log);
-    })();
-    this.retiringPools.set(old, retiring);
-    void retiring.finally(() => this.retiringPools.delete(old));
+    const boundMs = () => Math.max(this.config.agent.checkTimeoutMs, ...this.registry.all().map((a) => a.timeoutMs)) + 20_000;
+    this.pools?.resize(workers, boundMs, () => this.stopping !== undefined);
   }
 
   /** agent.check_workers of the pool that runs checks now. */
   get checkWorkers(): number {
-    return this.poolWorkers;
+    return this.pools?.workers ?? 0;
   }
 
   /** Swap in a new generation (reload); returns the old one for the caller to close. */
@@ -485,7 +370,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   }
 
   discoverySources(config: VipcastConfig): readonly DiscoveryEntry[] {
-    return discoverySources(config, consulSettings(config.agent, this.env)).sources;
+    return daemonDiscoverySources(config, this.env);
   }
 
   /** Withdraw everything, remove addresses and rules, close components in reverse order. Idempotent. */
@@ -502,7 +387,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
    */
   private async doStop(reason: string): Promise<void> {
     // No exec check command runs after this line, and none that ran is left (invariant 6).
-    for (const pool of [this.pool, this.commandPool, ...this.retiringPools.keys()]) pool?.stopCommands();
+    this.pools?.stopCommands();
     this.log.info({ reason }, 'stopping: withdrawing every route');
     clearInterval(this.keepAlive);
     this.health?.close();
@@ -522,9 +407,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
       withTimeout(this.registrations.close(), 1000, 'registrations file write', this.log),
       ...discoveries.map((rec) => withTimeout(rec.instance.close(), 1000, `${rec.entry.name === 'consul' ? 'consul' : rec.entry.name} discovery close`, this.log)),
       this.generation ? closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log)) : undefined,
-      this.pool ? withTimeout(this.pool.close(), 1000, 'check pool close', this.log) : undefined,
-      this.commandPool ? withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log) : undefined,
-      this.retiringPools.size > 0 ? withTimeout(Promise.all(this.retiringPools.values()), 1000, 'replaced check pools close', this.log) : undefined,
+      ...(this.pools?.closes() ?? []),
     ]);
     // Last: the sessions drop only after the withdraw (SIGTERM, SIGKILL after 1 s, also when gobgpd is SIGSTOPped).
     if (this.speaker) await withTimeout(this.speaker.stop(), 3000, 'managed gobgpd stop', this.log);
@@ -532,28 +415,3 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   }
 }
 
-/** /status's `damping` of an app: while damping is on and the app has a penalty. */
-function dampingStatus(info: DampingInfo | undefined): Record<string, unknown> {
-  if (!info) return {};
-  return { damping: { penalty: info.penalty, flaps: info.flaps, suppressed: info.suppressed, ...(info.reuseAt ? { reuse_at: new Date(info.reuseAt).toISOString() } : {}) } };
-}
-
-/** /status's `maintenance` of an app: while it is in maintenance, since when and by whom (api, cli, file). */
-function maintenanceStatus(view: ReturnType<Maintenance['view']>): Record<string, unknown> {
-  return view ? { maintenance: view } : {};
-}
-
-async function withTimeout(p: Promise<unknown>, ms: number, what: string, log: Logger): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      log.error({ what, ms }, 'close timed out');
-      resolve();
-    }, ms);
-  });
-  try {
-    await Promise.race([p.then(() => undefined, (err) => log.error({ err, what }, 'close failed')), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
