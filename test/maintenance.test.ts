@@ -6,21 +6,11 @@
 import t, { type Test } from 'tap';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { ALL_APPS, Maintenance, type MaintenanceOptions } from '../src/core/maintenance.js';
-import { createLogger } from '../src/core/logger.js';
 import { makeApp } from './helpers/apps.js';
+import { captureLog } from './helpers/log.js';
 
-function capture(): { log: ReturnType<typeof createLogger>; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: createLogger({ destination, pretty: false, level: 'debug' }), lines };
-}
+const capture = captureLog;
 
 interface Setup { m: Maintenance; changes: () => number; lines: Array<Record<string, unknown>>; announced: Set<string> }
 

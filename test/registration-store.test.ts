@@ -5,30 +5,20 @@
  * no secret in the file.
  */
 import t from 'tap';
-import { Writable } from 'node:stream';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfigText } from '../src/core/config.js';
-import { createLogger } from '../src/core/logger.js';
 import { AppRegistry } from '../src/core/registry.js';
 import { appFromRegistration } from '../src/core/registration.js';
 import { consulSettings } from '../src/core/config.js';
 import { RegistrationStore, registrationParams, type RegistrationParams, type RegistrationsFile } from '../src/core/registration-store.js';
 import type { VipcastConfig } from '../src/core/config-types.js';
 import { makeApp } from './helpers/apps.js';
+import { captureLog } from './helpers/log.js';
 
 const TOKEN = 'consul-secret-token-0123456789';
 
-function capture() {
-  const lines: Array<Record<string, unknown>> = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { log: createLogger({ destination, pretty: false, level: 'debug' }), lines };
-}
+const capture = captureLog;
 
 function config(dir: string, agent = ''): VipcastConfig {
   return parseConfigText(`
