@@ -18,3 +18,20 @@ export function processesWith(marker: string, except?: number): number[] {
   }
   return found;
 }
+
+/**
+ * The process groups of the live processes carrying `marker`: one per exec check, however many of its processes are
+ * caught at the moment (a shell that has forked but not yet exec'd `sleep` briefly shows the marker twice).
+ */
+export function processGroupsWith(marker: string, except?: number): number[] {
+  const groups = new Set<number>();
+  for (const pid of processesWith(marker, except)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      groups.add(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return [...groups];
+}
