@@ -8,7 +8,7 @@ import type { Logger } from './logger.js';
 import { loadConfig } from './config.js';
 import type { CheckPool } from './check-pool.js';
 import { DaemonCheckPools } from './daemon-check-pools.js';
-import { AppRegistry, sameChecks } from './registry.js';
+import { AppRegistry } from './registry.js';
 import { HealthTracker, type CheckRunner } from './health.js';
 import { Reconciler } from './reconciler.js';
 import { buildGeneration, closeGeneration, startGeneration, type Generation } from './container.js';
@@ -27,6 +27,7 @@ import { createManagedSpeaker, type ManagedSpeaker } from '../plugins/routing/in
 import { RegistrationStore } from './registration-store.js';
 import { configureDiscovery, daemonDiscoverySources, type RunningDiscovery } from './daemon-discovery.js';
 import { daemonStatus } from './daemon-status.js';
+import { wireDaemonEvents } from './daemon-events.js';
 import { withTimeout } from './daemon-stop.js';
 import { appFromRegistration } from './registration.js';
 
@@ -171,42 +172,13 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     });
     this.reconciler.addHoldSource(this.maintenance.hold);
     await this.maintenance.start();
-    this.metrics.observeMaintenance(() => ({ apps: this.registry.all().filter((a) => this.maintenance.entryOf(a.name)).length, host: this.maintenance.host !== undefined }));
-
-    this.metrics.observe({
-      appStates: () => this.health.all().map((h) => h.state),
-      routeCount: () => this.reconciler.routeCount(),
-      reconcileErrors: () => this.reconciler.stats.errors,
-      appsDamped: () => this.damping.suppressedApps().length,
-    });
     this.damping = new FlapDamping(config.agent.flapDamping, {
       log: this.log.child({ component: 'flap-damping' }),
       onSuppress: () => this.metrics.dampingSuppressions.inc(),
       onRelease: () => void this.reconciler.trigger(),
     });
     this.reconciler.addHoldSource((app) => this.damping.hold(app.name));
-    const roundStart = new Map<string, number>();
-    this.health.onChange((c) => {
-      this.damping.transition(c.app, c.previous, c.state);
-      roundStart.set(c.app, c.roundStartedAt);
-      this.metrics.transitions.inc({ state: c.state });
-      this.reconciler.healthChanged(c.app, c.state);
-    });
-    this.reconciler.onRoute((ev) => {
-      this.metrics.routeUpdates.inc({ action: ev.action });
-      const started = roundStart.get(ev.route.app);
-      if (started !== undefined) this.metrics.decisionLatency.observe({ action: ev.action }, (performance.now() - started) / 1000);
-    });
-    this.registry.onChange((ev) => {
-      if (ev.type === 'added') this.health.track(ev.app);
-      else if (ev.type === 'changed') this.health.track(ev.app, { keepState: sameChecks(ev.previous, ev.app) });
-      else {
-        this.health.untrack(ev.app.name);
-        this.reconciler.appRemoved(ev.app.name);
-        this.damping.forget(ev.app.name);
-      }
-      if (ev.type === 'changed') void this.reconciler.trigger();
-    });
+    wireDaemonEvents(this);
 
     await startGeneration(this.generation);
     this.markStoppable();
