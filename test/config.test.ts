@@ -542,12 +542,12 @@ t.test('docs/CONFIG.md documents every key', async (t) => {
  * unknown without it is not reported too; a router or discovery package can't provide one.
  */
 const PLUGIN_ROWS: ReadonlyArray<readonly [string | undefined, string, string, RegExp]> = [
-  [undefined, 'vipcast-monitor-absent', 'fromplugin:x', /^plugins\[0\]: plugin "vipcast-monitor-absent" is not installed \(looked from .*\); install it there: cd .* && npm install vipcast-monitor-absent$/],
-  ['throws-on-load', 'vipcast-monitor-throws', 'fromplugin:x', /^plugins\[0\]: plugin "vipcast-monitor-throws" is installed but failed to load: boom: plugin initialisation failed$/],
-  ['router-wrong-kind', 'vipcast-router-wrong-kind', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-router-wrong-kind" does not export a vipcast plugin: kind is "routerx", want "monitor", "discovery", "router"$/],
-  ['discovery-bad-shape', 'vipcast-discovery-bad-shape', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-discovery-bad-shape" does not export a vipcast discovery plugin: "parseSettings" must be a function; "sameSettings" must be a function; "create" must be a function$/],
-  ['router-version-mismatch', 'vipcast-router-future', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-router-future" 3\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
-  ['discovery-version-mismatch', 'vipcast-discovery-future', 'port:tcp:80', /^plugins\[0\]: plugin "vipcast-discovery-future" 2\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
+  [undefined, 'vipcast-monitor-absent', 'fromplugin:x', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_NOT_FOUND: plugin "vipcast-monitor-absent" is not installed \(looked from .*\); install it there: cd .* && npm install vipcast-monitor-absent$/],
+  ['throws-on-load', 'vipcast-monitor-throws', 'fromplugin:x', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_LOAD: plugin "vipcast-monitor-throws" is installed but failed to load: boom: plugin initialisation failed$/],
+  ['router-wrong-kind', 'vipcast-router-wrong-kind', 'port:tcp:80', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_SHAPE: plugin "vipcast-router-wrong-kind" does not export a vipcast plugin: kind is "routerx", want "monitor", "discovery", "router"$/],
+  ['discovery-bad-shape', 'vipcast-discovery-bad-shape', 'port:tcp:80', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_SHAPE: plugin "vipcast-discovery-bad-shape" does not export a vipcast discovery plugin: "parseSettings" must be a function; "sameSettings" must be a function; "create" must be a function$/],
+  ['router-version-mismatch', 'vipcast-router-future', 'port:tcp:80', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_VERSION: plugin "vipcast-router-future" 3\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
+  ['discovery-version-mismatch', 'vipcast-discovery-future', 'port:tcp:80', /^plugins\[0\]: VIPCAST_ERR_PLUGIN_VERSION: plugin "vipcast-discovery-future" 2\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0$/],
 ];
 
 t.test(`${PLUGIN_ROWS.length} broken plugin packages, each refused with plugins[i] and the package as the config's only problem`, async (t) => {

@@ -258,10 +258,8 @@ t.test('a package that failed is the one error for it: no "unknown monitor type"
   install(dir, 'cjs-ok', 'vipcast-monitor-file');
   install(dir, 'version-mismatch', 'vipcast-monitor-future');
   install(dir, 'router-wrong-kind', 'vipcast-router-wrong-kind');
-  mkdirSync(join(dir, 'node_modules', 'vipcast-monitor-port'));
-  writeFileSync(join(dir, 'node_modules', 'vipcast-monitor-port', 'package.json'), JSON.stringify({ name: 'vipcast-monitor-port', version: '1.0.0', main: 'index.js' }));
-  writeFileSync(join(dir, 'node_modules', 'vipcast-monitor-port', 'index.js'),
-    "module.exports = { kind: 'monitor', name: 'port', version: '1.0.0', apiVersion: '^1.0.0', workerModule: './index.js', parse: () => ({ params: {}, text: '' }) };\n");
+  install(dir, 'load-builtin-clash', 'vipcast-monitor-port');
+  install(dir, 'cjs-ok', 'vipcast-monitor-file-copy');
   const file = join(dir, 'vipcast.yaml');
   const details = async (yaml: string): Promise<string[]> => {
     writeFileSync(file, yaml);
@@ -279,7 +277,7 @@ apps:
   - { name: a, vip: 198.18.100.70/32, monitors: ["file:/run/a.ready"] }
   - { name: b, vip: 198.18.100.71/32, monitors: [{ type: file, path: /run/b.ready }] }
 `), [
-    `plugins[0]: plugin "vipcast-monitor-absent" is not installed (looked from ${dir}); install it there: cd ${dir} && npm install vipcast-monitor-absent`,
+    `plugins[0]: VIPCAST_ERR_PLUGIN_NOT_FOUND: plugin "vipcast-monitor-absent" is not installed (looked from ${dir}); install it there: cd ${dir} && npm install vipcast-monitor-absent`,
     'plugins[1]: "Not A Name" is not an npm package name (e.g. vipcast-monitor-redis or @acme/vipcast-monitor-x)',
   ]);
 
@@ -290,21 +288,22 @@ routing: { plugin: dry-run }
 apps:
   - { name: a, vip: 198.18.100.70/32, monitors: ["future:x", "fiel:/run/a.ready"] }
 `), [
-    'plugins[0]: plugin "vipcast-monitor-future" 9.0.0 needs plugin API ^2.0.0; this vipcast provides 1.0.0',
+    'plugins[0]: VIPCAST_ERR_PLUGIN_VERSION: plugin "vipcast-monitor-future" 9.0.0 needs plugin API ^2.0.0; this vipcast provides 1.0.0',
     'apps[0].monitors[1]: unknown monitor type "fiel" (known: consul, exec, http, port)',
   ]);
 
-  // A clash with a built-in, and between two packages; a wrong kind.
+  // A clash with a built-in, and between two packages; a package listed twice; a wrong kind.
   const clash = await details(`
-plugins: [vipcast-monitor-port, vipcast-monitor-file, vipcast-monitor-file, vipcast-router-wrong-kind]
+plugins: [vipcast-monitor-port, vipcast-monitor-file, vipcast-monitor-file-copy, vipcast-monitor-file, vipcast-router-wrong-kind]
 routing: { plugin: dry-run }
 apps:
   - { name: a, vip: 198.18.100.70/32, monitors: ["file:/run/a.ready"] }
 `);
   t.same(clash, [
-    'plugins[0]: plugin "vipcast-monitor-port" is a monitor plugin named "port", a name the built-in monitor already has: two monitor plugins can\'t share a name',
-    'plugins[2]: plugin "vipcast-monitor-file" is a monitor plugin named "file", a name plugin "vipcast-monitor-file" already took: two monitor plugins can\'t share a name',
-    'plugins[3]: plugin "vipcast-router-wrong-kind" does not export a vipcast plugin: kind is "routerx", want "monitor", "discovery", "router"',
+    'plugins[0]: VIPCAST_ERR_PLUGIN_NAME: plugin "vipcast-monitor-port": monitor name "port" is a built-in; a package can\'t replace a built-in monitor: give it another name',
+    'plugins[2]: VIPCAST_ERR_PLUGIN_NAME: plugin "vipcast-monitor-file-copy": monitor name "file" is taken by plugin "vipcast-monitor-file"',
+    'plugins[3]: "vipcast-monitor-file" is listed twice (first at plugins[1])',
+    'plugins[4]: VIPCAST_ERR_PLUGIN_SHAPE: plugin "vipcast-router-wrong-kind" does not export a vipcast plugin: kind is "routerx", want "monitor", "discovery", "router"',
   ]);
 });
 
@@ -323,7 +322,7 @@ apps:
     execFile(process.execPath, [BIN, 'validate', '-c', file], (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
   });
   t.equal(res.code, 2);
-  t.match(res.stderr, /plugins\[1\]: plugin "vipcast-router-bad-shape" does not export a vipcast router plugin: "parseSettings" must be a function; "create" must be a function/);
+  t.match(res.stderr, /plugins\[1\]: VIPCAST_ERR_PLUGIN_SHAPE: plugin "vipcast-router-bad-shape" does not export a vipcast router plugin: "parseSettings" must be a function; "create" must be a function/);
   t.equal(res.stderr.split('plugins[').length - 1, 1, 'one error, naming plugins[1] only');
 
   writeFileSync(file, `

@@ -60,15 +60,27 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
   if (names.length === 0) return buildConfig(root, file, { ...opts, registry });
   const baseDir = file ? path.dirname(path.resolve(file)) : process.cwd();
   const details: string[] = [];
+  const listed = new Map<string, string>();
   for (const [i, name] of names) {
     const at = `plugins[${i}]`;
+    const first = listed.get(name);
+    if (first !== undefined) {
+      details.push(`${at}: "${name}" is listed twice (first at ${first})`);
+      continue;
+    }
+    listed.set(name, at);
     try {
-      registry.add(await loadPlugin(name, baseDir, { path: at }), name, at);
+      const plugin = await loadPlugin(name, baseDir, { path: at });
+      const taken = registry.origin(plugin.kind, plugin.name);
+      if (taken !== undefined) {
+        throw new PluginLoadError('VIPCAST_ERR_PLUGIN_NAME', `${at}: plugin "${name}": ${plugin.kind} name "${plugin.name}" ` +
+          (taken === 'built-in' ? `is a built-in; a package can't replace a built-in ${plugin.kind}: give it another name` : `is taken by plugin "${taken}"`), name, plugin.kind, plugin.name);
+      }
+      registry.add(plugin, name, at);
       const changed = pluginVersionChange(name, baseDir);
       if (changed) registry.addStale({ path: at, pkg: name, ...changed });
     } catch (err) {
-      // Every loader error starts with its key path and names the package; anything else (a name clash) gets both.
-      details.push(err instanceof PluginLoadError ? err.message : `${(err as Error).message.startsWith(at) ? '' : `${at}: `}${(err as Error).message}`);
+      details.push(pluginProblem(err, at));
       registry.addFailure({ path: at, pkg: name, ...(err instanceof PluginLoadError && err.kind ? { kind: err.kind } : {}), ...(err instanceof PluginLoadError && err.pluginName ? { name: err.pluginName } : {}) });
     }
   }
@@ -83,6 +95,18 @@ export async function loadConfig(file: string, opts: ConfigOptions = {}): Promis
     throw new VipcastError('VIPCAST_ERR_CONFIG', `${details.length} problem${details.length === 1 ? '' : 's'} in ${file || '(config)'}`, { details });
   }
   return config;
+}
+
+/**
+ * One problem line for a package of `plugins:` that failed: its key path, then the plugin error's own code
+ * (`plugins[1]: VIPCAST_ERR_PLUGIN_SHAPE: plugin "x" ...`), so the VIPCAST_ERR_CONFIG that lists every problem of the
+ * file does not hide which plugin error it was. Every loader error starts with its key path and names the package;
+ * anything else gets the key path.
+ */
+function pluginProblem(err: unknown, at: string): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const rest = message.startsWith(`${at}: `) ? message.slice(at.length + 2) : message;
+  return err instanceof VipcastError && err.code.startsWith('VIPCAST_ERR_PLUGIN_') ? `${at}: ${err.code}: ${rest}` : `${at}: ${rest}`;
 }
 
 /** The `plugins:` list as [index, package name]; shape errors are reported by buildConfig. */

@@ -58,6 +58,20 @@ export class MonitorRegistry {
       throw valueError(ctx.path, `"${type}" monitors run commands and are only accepted from the config file`);
     }
     const { params, text } = plugin.parse(rest, ctx);
+    assertCloneable(params, ctx.path);
     return Object.freeze({ type, text: text === '' ? type : `${type}:${text}`, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
+  }
+}
+
+/**
+ * Params travel to a check worker by structured clone at every check: params that can't be cloned (a function, a
+ * symbol, a socket) are refused here, where the spec enters, with its key path, instead of failing every interval as
+ * "check worker died". Plain objects and arrays survive a clone; class instances lose their prototype but pass.
+ */
+export function assertCloneable(params: unknown, path: string): void {
+  try {
+    structuredClone(params);
+  } catch (err) {
+    throw valueError(path, `params can't be passed to a worker: ${(err as Error).message.replace(/\.$/, '')} (a monitor's parse must return plain data)`);
   }
 }

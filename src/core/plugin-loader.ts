@@ -10,15 +10,25 @@
  * - VIPCAST_ERR_PLUGIN_VERSION: its `apiVersion` range is not satisfied by PLUGIN_API_VERSION (checked before the
  *   family's members: a plugin written for another API version is told so, not that its members look wrong);
  * - VIPCAST_ERR_PLUGIN_SHAPE: its export is not a descriptor (no object, a `kind` that is not a family, a bad name,
- *   missing or mistyped members).
+ *   missing or mistyped members), or a monitor's `workerModule` does not exist or exports no check function.
+ *
+ * A monitor's `workerModule` is checked when the plugin loads (start, reload, `vipcast validate`), not at its first
+ * check: the file must exist, and importing it must give a check function. That import runs the plugin's worker code,
+ * so it happens in a short-lived worker thread with a memory limit and a time limit (probeWorkerModule), the way the
+ * check pool's workers will import it, never on the main thread. Parsing the module's exports without running it
+ * (cjs-module-lexer, es-module-lexer) was the other way: it runs nothing, but it can't follow `module.exports =
+ * require(...)`, re-exports or exports computed at run time, so it would refuse working plugins or pass broken ones.
+ * A module whose import throws is VIPCAST_ERR_PLUGIN_LOAD.
  */
 import { createRequire } from 'node:module';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join, isAbsolute } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import semver from 'semver';
 import { PLUGIN_API_VERSION, type DiscoveryPlugin, type MonitorPlugin, type PluginKind, type RouterPlugin, type VipcastPlugin } from '../plugin-api.js';
 import { VipcastError } from './errors.js';
+import type { ProbeAnswer } from './plugin-probe-worker.js';
 
 /** Resolve a package's entry file from `baseDir`: CommonJS resolution first, then an ESM-only package's exports. */
 export function resolvePlugin(name: string, baseDir: string, path = 'plugins'): string {
@@ -84,7 +94,7 @@ const FAMILY_MEMBERS: Readonly<Record<PluginKind, ReadonlyArray<readonly [string
  * (so the config can tell which monitor types or router names were to come from it).
  */
 export class PluginLoadError extends VipcastError {
-  constructor(code: 'VIPCAST_ERR_PLUGIN_NOT_FOUND' | 'VIPCAST_ERR_PLUGIN_LOAD' | 'VIPCAST_ERR_PLUGIN_SHAPE' | 'VIPCAST_ERR_PLUGIN_VERSION', message: string,
+  constructor(code: 'VIPCAST_ERR_PLUGIN_NOT_FOUND' | 'VIPCAST_ERR_PLUGIN_LOAD' | 'VIPCAST_ERR_PLUGIN_SHAPE' | 'VIPCAST_ERR_PLUGIN_VERSION' | 'VIPCAST_ERR_PLUGIN_NAME', message: string,
     readonly pkg: string, readonly kind?: PluginKind, readonly pluginName?: string, options: { cause?: unknown } = {}) {
     super(code, message, options);
   }
@@ -157,12 +167,62 @@ export async function loadPlugin(name: string, baseDir: string, opts: LoadOption
     // A relative workerModule is relative to the plugin's entry file.
     const worker = /^[a-z]+:/.test(m.workerModule) ? m.workerModule
       : pathToFileURL(isAbsolute(m.workerModule) ? m.workerModule : join(dirname(file), m.workerModule)).href;
+    await checkWorkerModule(worker, m.workerModule, `${path}: plugin "${name}"`, name, m.name);
     return Object.freeze<MonitorPlugin>({ ...base, kind, ...(m.runsCommands === undefined ? {} : { runsCommands: m.runsCommands }), workerModule: worker, parse: m.parse.bind(m) });
   }
   const s = desc as unknown as RouterPlugin | DiscoveryPlugin;
   const settings = { parseSettings: s.parseSettings.bind(s), sameSettings: s.sameSettings.bind(s) };
   if (kind === 'router') return Object.freeze<RouterPlugin>({ ...base, kind, ...settings, create: (s as RouterPlugin).create.bind(s) });
   return Object.freeze<DiscoveryPlugin>({ ...base, kind, ...settings, create: (s as DiscoveryPlugin).create.bind(s) });
+}
+
+/** How long the load-time import of a monitor's workerModule may take (a module that loads slowly is legal). */
+export const PROBE_TIMEOUT_MS = 10_000;
+/** Old-generation heap of the probe's thread: a module that allocates without bound at import ends the probe only. */
+const PROBE_HEAP_MB = 256;
+
+/**
+ * Check a monitor plugin's worker module at load time: a `file:` URL must name an existing file, and the module,
+ * imported in a short-lived worker thread (probeWorkerModule), must have a check function. Throws a PluginLoadError
+ * whose message starts with `at` (`plugins[0]: plugin "pkg"`) and names the module as written and as resolved.
+ */
+async function checkWorkerModule(url: string, declared: string, at: string, pkg: string, pluginName: string): Promise<void> {
+  const where = url.startsWith('file:') ? fileURLToPath(url) : url;
+  const what = `its workerModule ${JSON.stringify(declared)}${where === declared ? '' : ` (${where})`}`;
+  const fail = (code: 'VIPCAST_ERR_PLUGIN_SHAPE' | 'VIPCAST_ERR_PLUGIN_LOAD', message: string): PluginLoadError =>
+    new PluginLoadError(code, `${at}: ${what} ${message}`, pkg, 'monitor', pluginName);
+  if (url.startsWith('file:') && !existsSync(where)) throw fail('VIPCAST_ERR_PLUGIN_SHAPE', 'does not exist');
+  const answer = await probeWorkerModule(url);
+  if (!answer.loaded) throw fail('VIPCAST_ERR_PLUGIN_LOAD', `failed to load in a worker thread: ${answer.error}`);
+  if (!answer.check) {
+    throw fail('VIPCAST_ERR_PLUGIN_SHAPE', 'exports no check function (want `export async function check`, `exports.check`, ' +
+      `or a default export that is the function or has a check function; it exports ${answer.exports.length ? answer.exports.join(', ') : 'nothing'})`);
+  }
+}
+
+/**
+ * Import a worker module in a worker thread of its own and report whether it has a check function (plugin-probe-
+ * worker.ts). The thread is terminated after the answer, or after `timeoutMs`; a module that exhausts its heap, or
+ * whose import never settles (the thread exits without an answer), is reported as not loaded.
+ */
+export function probeWorkerModule(url: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<ProbeAnswer> {
+  return new Promise((resolve) => {
+    const worker = new Worker(new URL('./plugin-probe-worker.js', import.meta.url), {
+      workerData: { url }, resourceLimits: { maxOldGenerationSizeMb: PROBE_HEAP_MB }, name: 'vipcast plugin probe',
+    });
+    let done = false;
+    const finish = (answer: ProbeAnswer): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(answer);
+      void worker.terminate();
+    };
+    const timer = setTimeout(() => finish({ loaded: false, error: `its import did not finish within ${timeoutMs / 1000} s` }), timeoutMs);
+    worker.once('message', (answer: ProbeAnswer) => finish(answer));
+    worker.once('error', (err: Error) => finish({ loaded: false, error: err.message, ...((err as NodeJS.ErrnoException).code ? { code: (err as NodeJS.ErrnoException).code! } : {}) }));
+    worker.once('exit', (code) => finish({ loaded: false, error: `its import never finished (the thread exited with code ${code}: a top-level await that never settles?)` }));
+  });
 }
 
 /** The installed version (package.json) of each plugin entry file when this process first imported it. */
