@@ -5,41 +5,28 @@ import { RESERVED_SOURCE_NAMES } from '../../plugins/discovery/index.js';
 import type { PluginRegistry } from '../plugin-registry.js';
 import { DEFAULT_POLICY, type CommunityPattern, type PrefixPolicy } from '../prefix-policy.js';
 import { Problems } from './problems.js';
-import { MANAGED_SOCKET_NAME, describe } from './value-checks.js';
+import { describe } from './value-checks.js';
+import { mapping } from './schema.js';
+import { gobgpSettingsWarnings, parseGobgpSettings } from '../../plugins/routing/gobgp/settings.js';
 import { suggest } from './suggest.js';
 import type { Get } from './scalars.js';
 
 /** npm package names, scoped or not. */
 export const PLUGIN_NAME = /^(@[a-z0-9][a-z0-9._-]*\/)?[a-z0-9][a-z0-9._-]*$/;
 /**
- * routing: a managed gobgpd (vipcast starts it) unless a gobgpd of the operator's is named by routing.gobgp.address
- * or $VIPCAST_GOBGP_ADDRESS; managed uses its own socket, so both together are an error. dry-run: never managed.
+ * routing: the router plugin and its settings. gocast's routing.gobgp block is parsed by the gobgp plugin's own parser
+ * (src/plugins/routing/gobgp/settings.ts) for every config: its rules live there; unknown keys are reported here as
+ * in every section (with suggestions). A router other than gobgp (dry-run) never manages gobgpd.
  */
 export function buildRouting(get: Get, raw: Record<string, unknown>, ctx: { env: NodeJS.ProcessEnv; baseDir: string; registry: PluginRegistry; forced: boolean }, problems: Problems): RoutingConfig {
-  const { env } = ctx;
   const plugin = get<RoutingConfig['plugin']>('routing.plugin');
-  const gobgp = raw.gobgp !== null && typeof raw.gobgp === 'object' && !Array.isArray(raw.gobgp) ? (raw.gobgp as Record<string, unknown>) : {};
-  const fromEnv = Boolean(env.VIPCAST_GOBGP_ADDRESS);
-  const addressGiven = (gobgp.address !== undefined && gobgp.address !== null) || fromEnv;
-  const explicit = get<boolean | undefined>('routing.gobgp.managed');
-  if (explicit === true && addressGiven) {
-    const where = gobgp.address !== undefined && gobgp.address !== null ? 'routing.gobgp.address' : 'routing.gobgp.address (from $VIPCAST_GOBGP_ADDRESS)';
-    problems.add('routing.gobgp.managed', `true together with ${where}: a managed gobgpd serves its API on its own socket in routing.gobgp.socket_dir; remove one of them`);
-  }
-  const managed = plugin === 'gobgp' && (explicit ?? !addressGiven);
-  const socketDir = get<string>('routing.gobgp.socket_dir');
-  if (plugin === 'gobgp' && !managed) {
-    for (const key of ['binary', 'socket_dir']) {
-      if (gobgp[key] !== undefined && gobgp[key] !== null) problems.warnings.push(`routing.gobgp.${key}: ignored: vipcast does not manage gobgpd (${explicit === false ? 'routing.gobgp.managed: false' : 'routing.gobgp.address is set'})`);
-    }
-  }
-  const gobgpSettings = Object.freeze({
-    address: managed ? `unix://${socketDir}/${MANAGED_SOCKET_NAME}` : get<string>('routing.gobgp.address'),
-    managed,
-    binary: get<string>('routing.gobgp.binary'),
-    socketDir,
-  });
-  return Object.freeze({ plugin, settings: routerSettings(plugin, raw, gobgpSettings, ctx, problems), gobgp: gobgpSettings });
+  const block = mapping(raw.gobgp, 'routing.gobgp', 'routing.gobgp', problems) ?? {};
+  const settingsCtx = { path: 'routing.gobgp', baseDir: ctx.baseDir, env: ctx.env };
+  const unmanaged = plugin !== 'gobgp';
+  // A block with problems (the config fails): its defaults stand in so the rest of the config is still checked.
+  const gobgp = problems.try('routing.gobgp', () => parseGobgpSettings(block, settingsCtx, { unmanaged })) ?? parseGobgpSettings({}, { ...settingsCtx, env: {} }, { unmanaged: true });
+  if (plugin === 'gobgp') problems.warnings.push(...gobgpSettingsWarnings(block, gobgp, 'routing.gobgp'));
+  return Object.freeze({ plugin, settings: routerSettings(plugin, raw, gobgp, ctx, problems), gobgp });
 }
 
 /**

@@ -8,10 +8,11 @@ import { FLAP_DAMPING_DEFAULTS } from '../flap-damping.js';
 import { Problems } from './problems.js';
 import { suggest } from './suggest.js';
 import {
-  DEFAULT_GOBGPD_SOCKET_DIR, DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, MANAGED_SOCKET_NAME, accountName,
-  accountNames, address, boolean, communities, consulAddr, describe, duration, envName, folderPath, formatMs, gobgpAddress, integer, listOf,
-  listenAddr, listenPort, oneOf, pidFile, program, routerName, secret, shutdownDrain, socketDir, socketMode, type Parse,
+  DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, accountName, accountNames, address, boolean, communities,
+  consulAddr, describe, duration, envName, folderPath, formatMs, integer, listOf, listenAddr, listenPort, oneOf, pidFile, routerName, secret,
+  shutdownDrain, socketMode, type Parse,
 } from './value-checks.js';
+import { GOBGP_KEYS } from '../../plugins/routing/gobgp/settings.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Schema of the scalar sections (convict)
@@ -116,16 +117,6 @@ export const SCHEMA: Tree = {
   },
   routing: {
     plugin: { doc: 'routing backend: a router plugin, the built-in gobgp or dry-run or one of plugins:', default: 'gobgp', parse: routerName },
-    gobgp: {
-      address: { doc: "a gobgpd you run yourself: its gRPC API, host:port or unix:///path (setting it turns routing.gobgp.managed off)", default: '127.0.0.1:50051', parse: gobgpAddress, env: 'VIPCAST_GOBGP_ADDRESS' },
-      managed: {
-        doc: 'vipcast starts gobgpd itself, bound to its life, API on a private unix socket; unset = true unless routing.gobgp.address (or $VIPCAST_GOBGP_ADDRESS) is set',
-        default: undefined,
-        parse: boolean,
-      },
-      binary: { doc: 'the gobgpd a managed speaker runs: a command in PATH or an absolute path', default: 'gobgpd', parse: program },
-      socket_dir: { doc: `private directory (mode 0700) of the managed gobgpd's API socket (${MANAGED_SOCKET_NAME})`, default: DEFAULT_GOBGPD_SOCKET_DIR, parse: socketDir },
-    },
   },
 };
 
@@ -142,8 +133,9 @@ export const SECTIONS: Record<string, readonly string[]> = {
   'bgp.peers[]': PEER_KEYS,
   'apps[]': APP_KEYS,
   'apps[].vip_config': VIP_CONFIG_KEYS,
-  routing: [...Object.keys(SCHEMA.routing!), 'settings'],
-  'routing.gobgp': Object.keys((SCHEMA.routing as Tree).gobgp!),
+  // routing.gobgp is the gobgp plugin's block: its keys and rules are in src/plugins/routing/gobgp/settings.ts.
+  routing: [...Object.keys(SCHEMA.routing!), 'gobgp', 'settings'],
+  'routing.gobgp': Object.keys(GOBGP_KEYS),
   'agent.flap_damping': Object.keys((SCHEMA.agent as Tree).flap_damping!),
 };
 
@@ -173,6 +165,7 @@ export function configKeys(): string[] {
     }
   };
   walk(SCHEMA, '');
+  out.push(...Object.keys(GOBGP_KEYS).map((k) => `routing.gobgp.${k}`));
   out.push('bgp.peers', ...PEER_KEYS.map((k) => `bgp.peers[].${k}`));
   out.push('apps', ...APP_KEYS.map((k) => `apps[].${k}`), ...VIP_CONFIG_KEYS.map((k) => `apps[].vip_config.${k}`));
   out.push('discovery', 'discovery[].plugin', 'discovery[].name');

@@ -180,37 +180,6 @@ export function socketMode(value: unknown, path: string): number {
   throw valueError(path, `${describe(value)} is not a file mode (write it quoted, in octal: "0660")`);
 }
 
-export function gobgpAddress(value: unknown, path: string): string {
-  if (typeof value !== 'string' || value.trim() === '') {
-    throw valueError(path, `${describe(value)} is not a gRPC address (write "127.0.0.1:50051" or "unix:///run/gobgpd.sock")`);
-  }
-  const text = value.trim();
-  if (text.startsWith('unix:')) {
-    const file = text.startsWith('unix://') ? text.slice('unix://'.length) : text.slice('unix:'.length);
-    if (!file.startsWith('/') || file.length < 2 || file.includes('\0')) {
-      throw valueError(path, `"${text}" is not a unix socket address (write "unix:///absolute/path")`);
-    }
-    return text;
-  }
-  hostPort(text, path, false);
-  return text;
-}
-
-/** routing.gobgp.socket_dir's default: beside agent.state_file's default, on the /run tmpfs. */
-export const DEFAULT_GOBGPD_SOCKET_DIR = '/run/vipcast/gobgpd';
-/** The managed gobgpd's API socket inside routing.gobgp.socket_dir. */
-export const MANAGED_SOCKET_NAME = 'gobgpd.sock';
-
-/** An absolute directory whose `gobgpd.sock` fits a unix socket address (at most 107 bytes). */
-export function socketDir(value: unknown, path: string): string {
-  if (typeof value !== 'string' || !value.trim().startsWith('/') || value.includes('\0')) {
-    throw valueError(path, `${describe(value)} is not an absolute directory path (write "/run/vipcast/gobgpd")`);
-  }
-  const dir = value.trim().replace(/\/+$/, '') || '/';
-  if (Buffer.byteLength(`${dir}/${MANAGED_SOCKET_NAME}`) > 107) throw valueError(path, `"${dir}" is too long for a unix socket path (${dir}/${MANAGED_SOCKET_NAME} must fit in 107 bytes)`);
-  return dir;
-}
-
 /** routing.plugin: a plugin name ([a-z][a-z0-9_-]{0,31}); whether such a router exists is checked against the registry. */
 export function routerName(value: unknown, path: string): string {
   if (typeof value === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(value)) return value;

@@ -23,7 +23,7 @@ import { connect } from 'node:net';
 import { delimiter, isAbsolute, join } from 'node:path';
 import type { Logger } from '../../../core/logger.js';
 import { VipcastError } from '../../../core/errors.js';
-import { MANAGED_SOCKET_NAME } from '../../../core/config-schema.js';
+import { MANAGED_SOCKET_NAME } from './settings.js';
 import { GobgpClient } from './client.js';
 /** The pid file of the running managed gobgpd, beside its socket. */
 export const PID_NAME = 'gobgpd.pid';
