@@ -1,7 +1,7 @@
 /**
  * vipcast plugin API: the contracts between the core and its plugins (monitors, discovery sources, routers, host
- * networking). Exported to plugin authors as `vipcast/plugin-api`. Everything here is types and constants only, so a
- * plugin package can depend on it without pulling in the daemon.
+ * networking). Exported to plugin authors as `vipcast/plugin-api`. Everything here is types, constants and the identity
+ * helpers `defineMonitor`/`defineCheck` only, so a plugin package can depend on it without pulling in the daemon.
  */
 
 /** The plugin API version this vipcast provides. Plugins declare the semver range they need in `apiVersion`. */
@@ -55,16 +55,24 @@ export interface CheckContext {
 }
 
 /**
- * A monitor's check function. It runs inside a piscina worker thread, never on the main thread, so it may block or
- * spawn freely; it must honour `ctx.signal`. Its `params` are what the plugin's `parse` returned (structured-clone safe).
+ * A monitor's check function: what its `workerModule` exports. It runs inside a worker thread of vipcast's check pool,
+ * never on the main thread, so it may wait on sockets or child processes; it must honour `ctx.signal` (a check that
+ * blocks its thread synchronously gets its worker terminated). `params` is a structured clone of what the plugin's
+ * `parse` returned: type it with `Params` (`CheckFunction<MyParams>`, or `defineCheck<MyParams>(...)`) so the check
+ * and `parse` agree. Resolve to `{ ok, reason }`; a rejection counts as down, with the error's message as the reason.
+ *
+ * @typeParam Params - the params `parse` returns (default `unknown`).
  */
-export type CheckFunction = (params: unknown, ctx: CheckContext) => Promise<CheckResult>;
+export type CheckFunction<Params = unknown> = (params: Params, ctx: CheckContext) => Promise<CheckResult>;
 
 /** A validated monitor specification, ready to be sent to the check pool. */
 export interface MonitorSpec {
   /** Monitor type, the plugin's `name` (`port`, `exec`, `http`, `consul`, or a third-party name). */
   readonly type: string;
-  /** Canonical human-readable form (`port:tcp:53`), used in logs, status and diffs. */
+  /**
+   * Canonical human-readable form `TYPE:TEXT` (`port:tcp:53`), used in logs, status and diffs: the plugin's `parse`
+   * gives the part after `TYPE:` and vipcast adds the prefix (see MonitorPlugin.parse).
+   */
   readonly text: string;
   /** Plugin-specific parameters; must survive structured clone. */
   readonly params: unknown;
@@ -219,19 +227,82 @@ export interface RouterPlugin<S = unknown> extends PluginDescriptorBase, Setting
 
 /**
  * A monitor plugin (default export of a `vipcast-monitor-*` package). `parse` runs on the main thread when a spec
- * enters vipcast (config, HTTP, Consul tag) and throws a clear error for bad input; the check itself runs in the pool.
+ * enters vipcast (config, HTTP, Consul tag) and throws a clear error for bad input; the check itself runs in a worker
+ * thread of the check pool, loaded from `workerModule`. Write it with `defineMonitor<Params>({...})` (or
+ * `{...} satisfies MonitorPlugin<Params>`) so `parse` and the worker's `CheckFunction<Params>` share one params type.
+ *
+ * @typeParam Params - what `parse` returns as `params` and the check function receives (default `unknown`).
  */
-export interface MonitorPlugin extends PluginDescriptorBase {
+export interface MonitorPlugin<Params = unknown> extends PluginDescriptorBase {
   readonly kind: 'monitor';
   /** True when the monitor runs user-supplied commands (exec-like): refused from untrusted sources. */
   readonly runsCommands?: boolean;
-  /** Absolute file URL of the module exporting `check: CheckFunction`. */
+  /**
+   * The module the check pool's workers import to run this monitor's checks. One of:
+   * - a path relative to the file the package's entry point resolves to (`'./check.js'`: next to `index.js`);
+   * - an absolute file path;
+   * - a URL (`new URL('./check.js', import.meta.url).href`, as the built-ins do).
+   *
+   * The loader turns it into an absolute `file:` URL when the plugin loads. The module (ESM or CommonJS) exports its
+   * `CheckFunction` as `check`; a default export that is the function, or an object with a `check` function, is
+   * accepted too.
+   */
   readonly workerModule: string;
   /**
-   * Validate the text after `name:` (string form, e.g. `tcp:53` for `port:tcp:53`) or a structured object
-   * (`{ type: name, ... }`) into structured-clone-safe params and a canonical text. Throws with `ctx.path` in the message.
+   * Validate a monitor spec into structured-clone-safe `params` (plain data: no functions, class instances or symbols;
+   * they are copied to the worker for every check) and the canonical `text`. Throws an Error whose message starts
+   * with `ctx.path` for bad input.
+   *
+   * `input` is either:
+   * - the string after `NAME:` of the string form (`tcp:53` for `port:tcp:53`; `''` for a bare `NAME`), or
+   * - the structured form's object without its `type` key (`{ host: '127.0.0.1', port: 53 }` for
+   *   `{ type: port, host: 127.0.0.1, port: 53 }`): `type` is what picked this plugin and is removed first.
+   *
+   * `text` is the canonical form of the spec WITHOUT the `NAME:` prefix (`tcp:53`; `''` when there is nothing after
+   * the name): vipcast adds `NAME:` itself and shows `NAME:text` in logs, /status and reload diffs; two specs of the
+   * same app with the same text are the same monitor. (A text that already starts with `NAME:` is taken as it is, not
+   * prefixed twice.)
    */
-  parse(input: string | Record<string, unknown>, ctx: MonitorParseContext): { params: unknown; text: string };
+  parse(input: string | Record<string, unknown>, ctx: MonitorParseContext): { params: Params; text: string };
+}
+
+/**
+ * Type a monitor plugin's descriptor: returns `descriptor` itself (same object, nothing added or checked at run time),
+ * typed so that `parse` must return `{ params: Params, text }`. Pair it with `defineCheck<Params>()` in the worker
+ * module.
+ *
+ * ```ts
+ * interface Params { path: string; maxAgeMs: number }
+ * export default defineMonitor<Params>({ kind: 'monitor', name: 'file-age', version: '1.0.0', apiVersion: '^1.0.0',
+ *   workerModule: './check.js', parse: (input, ctx) => ({ params: { path: String(input), maxAgeMs: 60_000 }, text: String(input) }) });
+ * ```
+ *
+ * Importing it makes `vipcast` a run-time dependency of the plugin: it must then be resolvable from the plugin's
+ * folder. A plugin that must load without that (vipcast installed globally, the plugin next to the config) writes
+ * `{ ... } satisfies MonitorPlugin<Params>` with `import type` instead: the same checking, nothing imported.
+ *
+ * @typeParam Params - the params `parse` returns and the check receives.
+ * @param descriptor - the plugin's descriptor.
+ * @returns `descriptor`, unchanged.
+ */
+export function defineMonitor<Params>(descriptor: MonitorPlugin<Params>): MonitorPlugin<Params> {
+  return descriptor;
+}
+
+/**
+ * Type a monitor's check function (the worker module's `check` export): returns `check` itself, typed so that it
+ * receives `Params`, the type its plugin's `parse` returns (see `defineMonitor`).
+ *
+ * ```ts
+ * export const check = defineCheck<Params>(async (params, ctx) => ({ ok: true, reason: params.path }));
+ * ```
+ *
+ * @typeParam Params - the params its plugin's `parse` returns.
+ * @param check - the check function.
+ * @returns `check`, unchanged.
+ */
+export function defineCheck<Params>(check: CheckFunction<Params>): CheckFunction<Params> {
+  return check;
 }
 
 /** How an app entered vipcast. */

@@ -46,7 +46,9 @@ export class MonitorRegistry {
       const obj = input as Record<string, unknown>;
       if (typeof obj.type !== 'string') throw valueError(ctx.path, 'a structured monitor needs a "type" (e.g. { type: port, host: 127.0.0.1, port: 53 })');
       type = obj.type;
-      rest = obj;
+      // The plugin gets its own keys only: `type` picked it (plugin-api MonitorPlugin.parse).
+      const { type: _type, ...own } = obj;
+      rest = own;
     } else {
       throw valueError(ctx.path, `${JSON.stringify(input)} is not a monitor (want "port:tcp:53", "exec:CMD", "http:URL" or { type: ... })`);
     }
@@ -59,7 +61,9 @@ export class MonitorRegistry {
     }
     const { params, text } = plugin.parse(rest, ctx);
     assertCloneable(params, ctx.path);
-    return Object.freeze({ type, text: text === '' ? type : `${type}:${text}`, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
+    // `text` is what follows "TYPE:"; a plugin that returns the full form is not prefixed twice.
+    const full = text === '' ? type : text.startsWith(`${type}:`) ? text : `${type}:${text}`;
+    return Object.freeze({ type, text: full, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
   }
 }
 
