@@ -13,6 +13,9 @@ import type { DampingInfo, FlapDamping } from './flap-damping.js';
 import type { ManagedSpeaker } from '../plugins/routing/index.js';
 import type { RegistrationStore } from './registration-store.js';
 import type { CheckPool } from './check-pool.js';
+import type { PluginRegistry } from './plugin-registry.js';
+import type { PluginInfo } from './metrics.js';
+import type { PluginKind } from '../plugin-api.js';
 
 /** The daemon's parts /status reads, each read when used (a reload may swap the generation or the pool meanwhile). */
 export interface StatusSources {
@@ -53,8 +56,26 @@ export async function daemonStatus(d: StatusSources): Promise<Record<string, unk
     routing: d.generation.dryRun ? 'dry-run' : d.generation.router.name,
     ...(d.speaker ? { gobgpd: { managed: true, pid: d.speaker.pid ?? null, restarts: d.speaker.restarts, address: d.speaker.address } } : {}),
     maintenance: { host: d.maintenance.host ?? null },
+    plugins: pluginList(d.config.registry),
     apps, peers, registrations: d.registrations.status(), reconciler: d.reconciler.stats, check_pool: { check_workers: d.checkWorkers, ...d.pool.stats }, last_reload: d.lastReload,
   };
+}
+
+/**
+ * Every plugin of the config in force, by kind (monitor, discovery, router) then name: its version, the package it came
+ * from (null for a built-in) and, for a package upgraded on disk since it was imported, the version installed now.
+ */
+export function pluginList(registry: PluginRegistry): PluginInfo[] {
+  const installed = new Map(registry.stale().map((s) => [s.pkg, s.installed]));
+  const kinds: readonly PluginKind[] = ['monitor', 'discovery', 'router'];
+  return kinds.flatMap((kind) => registry.names(kind).flatMap((name): PluginInfo[] => {
+    const plugin = kind === 'monitor' ? registry.monitors.get(name) : kind === 'router' ? registry.router(name) : registry.discovery(name);
+    if (!plugin) return [];
+    const origin = registry.origin(kind, name);
+    const pkg = origin === undefined || origin === 'built-in' ? null : origin;
+    const newer = pkg === null ? undefined : installed.get(pkg);
+    return [{ kind, name, version: plugin.version, package: pkg, source: pkg === null ? 'built-in' : 'package', ...(newer !== undefined ? { installed: newer } : {}) }];
+  }));
 }
 
 /** /status's `damping` of an app: while damping is on and the app has a penalty. */

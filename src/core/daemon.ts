@@ -26,7 +26,7 @@ import { FlapDamping } from './flap-damping.js';
 import { createManagedSpeaker, type ManagedSpeaker } from '../plugins/routing/index.js';
 import { RegistrationStore } from './registration-store.js';
 import { configureDiscovery, daemonDiscoverySources, type RunningDiscovery } from './daemon-discovery.js';
-import { daemonStatus } from './daemon-status.js';
+import { daemonStatus, pluginList } from './daemon-status.js';
 import { wireDaemonEvents } from './daemon-events.js';
 import { withTimeout } from './daemon-stop.js';
 import { appFromRegistration } from './registration.js';
@@ -155,8 +155,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
         const r = await pools.poolFor(spec).run(spec, timeoutMs);
-        this.metrics.checks.inc({ type: spec.type, result: r.ok ? 'pass' : 'fail' });
-        this.metrics.checkDuration.observe({ type: spec.type }, r.durationMs / 1000);
+        this.metrics.countCheck(spec.type, r, timeoutMs);
         return r;
       },
     };
@@ -179,6 +178,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     });
     this.reconciler.addHoldSource((app) => this.damping.hold(app.name));
     wireDaemonEvents(this);
+    this.metrics.observePlugins(() => pluginList(this.config.registry));
 
     await startGeneration(this.generation);
     this.markStoppable();

@@ -2,6 +2,35 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { CheckPoolMetrics, OverloadReason } from './check-pool.js';
 
+/** How `vipcast_checks_total` labels one check's result. */
+export type CheckOutcome = 'pass' | 'fail' | 'timeout';
+
+/**
+ * A check's label in `vipcast_checks_total`. A failed check is a `timeout` when its result says so (`timedOut`), or
+ * when it was answered only once its whole time budget was spent: the check pool answers every check by its deadline,
+ * so that covers every wording of a timeout (the worker's generic "timed out after N ms" for a check that ignored its
+ * signal, a built-in's "connect to ... timed out after", a plugin that honours its signal with words of its own, a
+ * blocked worker's backstop) without matching reasons, which plugins word freely. Durations are measured by the pool
+ * from when the check was asked for; the margin covers the millisecond clocks the worker's deadline is counted in.
+ */
+export function checkOutcome(r: { readonly ok: boolean; readonly durationMs: number; readonly timedOut?: boolean }, timeoutMs: number): CheckOutcome {
+  if (r.ok) return 'pass';
+  if (r.timedOut === true) return 'timeout';
+  return r.durationMs >= timeoutMs - Math.min(2, timeoutMs / 10) ? 'timeout' : 'fail';
+}
+
+/** One loaded plugin as /status and `vipcast_plugin_info` show it. */
+export interface PluginInfo {
+  readonly kind: string;
+  readonly name: string;
+  readonly version: string;
+  /** The npm package it came from; null for a built-in. */
+  readonly package: string | null;
+  readonly source: 'built-in' | 'package';
+  /** A package's version installed on disk now, when it is not the running one (a restart loads it). */
+  readonly installed?: string;
+}
+
 /** Where the scrape-time metrics come from. */
 export interface MetricSource {
   appStates(): string[];
@@ -13,7 +42,7 @@ export interface MetricSource {
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly checks = new Counter({ name: 'vipcast_checks_total', help: 'Health checks run, by monitor type and result', labelNames: ['type', 'result'] as const, registers: [this.registry] });
+  readonly checks = new Counter({ name: 'vipcast_checks_total', help: 'Health checks run, by monitor type and result (pass, fail, timeout)', labelNames: ['type', 'result'] as const, registers: [this.registry] });
   readonly checkDuration = new Histogram({ name: 'vipcast_check_duration_seconds', help: 'Duration of one health check', labelNames: ['type'] as const, buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5, 10], registers: [this.registry] });
   readonly transitions = new Counter({ name: 'vipcast_app_transitions_total', help: 'App health state changes', labelNames: ['state'] as const, registers: [this.registry] });
   readonly routeUpdates = new Counter({ name: 'vipcast_route_updates_total', help: 'Announces and withdraws sent to the router', labelNames: ['action'] as const, registers: [this.registry] });
@@ -59,6 +88,17 @@ export class Metrics {
     },
   });
 
+  private pluginSource: (() => readonly PluginInfo[]) | undefined;
+  readonly pluginInfo: Gauge<'kind' | 'name' | 'version' | 'package' | 'source'> = new Gauge({
+    name: 'vipcast_plugin_info', help: 'Loaded plugins (1 each), by kind, name, version, package ("" for a built-in) and source (built-in, package)',
+    labelNames: ['kind', 'name', 'version', 'package', 'source'] as const, registers: [this.registry],
+    collect: () => {
+      // Read afresh at every scrape: a reload may add, remove or (after a restart) upgrade plugins.
+      this.pluginInfo.reset();
+      for (const p of this.pluginSource?.() ?? []) this.pluginInfo.set({ kind: p.kind, name: p.name, version: p.version, package: p.package ?? '', source: p.source }, 1);
+    },
+  });
+
   private maintenanceSource: (() => { apps: number; host: boolean }) | undefined;
   readonly appsInMaintenance: Gauge = new Gauge({
     name: 'vipcast_apps_in_maintenance', help: 'Registered apps in maintenance now (their own, or host-wide)', registers: [this.registry],
@@ -79,6 +119,17 @@ export class Metrics {
    */
   observe(source: MetricSource): void {
     this.source = source;
+  }
+
+  /** Count one check: `vipcast_checks_total` by type and outcome (checkOutcome), and its duration. */
+  countCheck(type: string, r: { readonly ok: boolean; readonly durationMs: number; readonly timedOut?: boolean }, timeoutMs: number): void {
+    this.checks.inc({ type, result: checkOutcome(r, timeoutMs) });
+    this.checkDuration.observe({ type }, r.durationMs / 1000);
+  }
+
+  /** Where `vipcast_plugin_info` is read from at scrape time (the plugins of the config in force). */
+  observePlugins(read: () => readonly PluginInfo[]): void {
+    this.pluginSource = read;
   }
 
   /** Where the maintenance gauges are read from at scrape time (the daemon's Maintenance). */

@@ -34,6 +34,11 @@ export class MonitorRegistry {
     return [...this.plugins.keys()].sort();
   }
 
+  /** The monitor plugin named `name` (for /status and /metrics: its version). */
+  get(name: string): MonitorPlugin | undefined {
+    return this.plugins.get(name);
+  }
+
   /** Parse `type:rest` (gocast string form) or `{ type, ...params }` into a MonitorSpec. */
   parse(input: unknown, ctx: MonitorInputContext): MonitorSpec {
     let type: string;
