@@ -1,5 +1,5 @@
 /**
- * Command line: `vipcast run|validate|reload ...`, plus gocast's `-config FILE` form.
+ * Command line: `vipcast run|validate|check|reload|status|maintenance ...`, plus gocast's `-config FILE` form.
  * Exit codes: 0 ok, 1 runtime failure, 2 invalid config or usage.
  *
  * Signals (run): SIGHUP is caught from the process's first statement (bin/vipcast.js, early-signals.ts); one that
@@ -13,7 +13,8 @@ import { errorDetails, VipcastError } from './core/errors.js';
 import { releaseEarlySignals, takeEarlySignals } from './early-signals.js';
 
 // Everything heavy is imported by the command that needs it: --version and --help load nothing more than this
-// file, validate and reload load the config parser (no fastify, gRPC, piscina or pino), only run loads the daemon.
+// file, validate and reload load the config parser (no fastify, gRPC, piscina or pino), check loads the config parser
+// and the check pool (piscina; no router, host network or API), only run loads the daemon.
 
 /** A signal during start waits at most this long for the speaker and host network to be started before stopping. */
 const STOP_WAITS_FOR_START_MS = 3000;
@@ -24,6 +25,9 @@ Usage:
   vipcast run -c FILE [--dry-run] [--log-level LEVEL] [--pid-file FILE]   run the daemon
   vipcast -config FILE                                  gocast's form of "run"
   vipcast validate -c FILE                              check a config file; exit 0 (summary) or 2 (every error)
+  vipcast check -c FILE [APP] [--json]                  run every monitor of the config's apps (or of APP) once and
+                                                        print each result and duration; exit 0 all up, 1 any down,
+                                                        2 invalid config (touches no route, address or NAT rule)
   vipcast reload [-c FILE] [--pid-file FILE]            make the running daemon reload its config (SIGHUP)
   vipcast status [-c FILE | --api ADDR] [--json]        the running daemon's apps, routes, peers and last reload
   vipcast maintenance APP on|off [-c FILE | --api ADDR]  take an app out of service (its routes withdrawn, drained
@@ -37,10 +41,14 @@ Options:
   --dry-run             log every route and host change instead of making it (no gobgpd, no root needed)
   --log-level LEVEL     trace|debug|info|warn|error (default info)
   --api ADDR            with status: the daemon's API address (default: agent.listen_addr of the config)
-  --json                with status: the raw /status JSON; with maintenance: the raw answer
+  --json                with status: the raw /status JSON; with maintenance: the raw answer; with check: the
+                        results as JSON
   --all                 with maintenance: the whole host
   --pid-file FILE       pid file of the running daemon (default: agent.pid_file of the config); for run, it
                         overrides agent.pid_file (written once the daemon runs, removed at exit)
+
+Plugins: the config's "plugins:" key lists npm packages (monitors, discovery sources, routers), each installed
+next to the config file (cd /etc/vipcast && npm install vipcast-monitor-NAME); run, validate and check load them.
 
 Signals: SIGTERM/SIGINT withdraw every route and exit (a second one forces exit); SIGHUP reloads the config
 (one sent while vipcast is still starting is answered by a reload once it runs).
@@ -50,14 +58,14 @@ agent.api_token_file / agent.api_token_env is sent; without one, root or agent.a
 loopback, anyone who can open a unix socket API. Exit: 0 done, 1 daemon unreachable or the change refused, 2 usage.`;
 
 interface Args {
-  command: 'run' | 'validate' | 'reload' | 'status' | 'maintenance' | 'help' | 'version';
+  command: 'run' | 'validate' | 'check' | 'reload' | 'status' | 'maintenance' | 'help' | 'version';
   config?: string;
   dryRun: boolean;
   logLevel: string;
   pidFile?: string;
   api?: string;
   json?: boolean;
-  /** maintenance: APP and on|off (or only on|off with --all; none to list). */
+  /** maintenance: APP and on|off (or only on|off with --all; none to list). check: APP, or none for every app. */
   positional: string[];
   all?: boolean;
 }
@@ -66,7 +74,7 @@ export function parseArgs(argv: readonly string[]): Args {
   const args: Args = { command: 'run', dryRun: false, logLevel: 'info', positional: [] };
   let i = 0;
   const first = argv[0];
-  if (first === 'run' || first === 'validate' || first === 'reload' || first === 'status' || first === 'maintenance') {
+  if (first === 'run' || first === 'validate' || first === 'check' || first === 'reload' || first === 'status' || first === 'maintenance') {
     args.command = first;
     i = 1;
   } else if (first === 'help') {
@@ -97,7 +105,7 @@ export function parseArgs(argv: readonly string[]): Args {
       // glog flags gocast users pass: accepted and ignored.
       case '-logtostderr': case '--logtostderr': case '-alsologtostderr': break;
       default:
-        if (args.command === 'maintenance' && !a.startsWith('-')) {
+        if ((args.command === 'maintenance' || args.command === 'check') && !a.startsWith('-')) {
           args.positional.push(a);
           break;
         }
@@ -109,7 +117,10 @@ export function parseArgs(argv: readonly string[]): Args {
     throw new VipcastError('VIPCAST_ERR_USAGE', `--log-level: "${args.logLevel}" is not one of trace, debug, info, warn, error`);
   }
   if (args.command === 'maintenance') maintenanceUsage(args);
-  if ((args.command === 'run' || args.command === 'validate') && !args.config) {
+  if (args.command === 'check' && args.positional.length > 1) {
+    throw new VipcastError('VIPCAST_ERR_USAGE', `check takes at most one app name, not "${args.positional.join(' ')}" (usage: vipcast check -c FILE [APP])`);
+  }
+  if ((args.command === 'run' || args.command === 'validate' || args.command === 'check') && !args.config) {
     throw new VipcastError('VIPCAST_ERR_USAGE', `${args.command} needs a config file: -c FILE`);
   }
   return args;
@@ -147,6 +158,7 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (args.command === 'help') return void process.stdout.write(HELP + '\n');
   if (args.command === 'version') return void process.stdout.write(version() + '\n');
   if (args.command === 'validate') return validate(args.config!);
+  if (args.command === 'check') return check(args);
   if (args.command === 'reload') return reload(args);
   if (args.command === 'status') return status(args);
   if (args.command === 'maintenance') return maintenance(args);
@@ -243,6 +255,35 @@ async function validate(file: string): Promise<void> {
     printConfigError(file, err);
     process.exitCode = 2;
   }
+}
+
+/**
+ * `vipcast check`: load the config as validate does, run each monitor once (check-command.ts), print the table (or
+ * JSON). Exit 0 when every check is up, 1 when one is down, 2 for an invalid config or an app it does not have.
+ */
+async function check(args: Args): Promise<void> {
+  const file = args.config!;
+  const { loadConfig } = await import('./core/config.js');
+  let config: Awaited<ReturnType<typeof loadConfig>>;
+  try {
+    config = await loadConfig(resolve(file), { env: process.env });
+  } catch (err) {
+    printConfigError(file, err);
+    process.exitCode = 2;
+    return;
+  }
+  for (const w of config.warnings ?? []) process.stderr.write(`${file}: warning: ${w}\n`);
+  const { selectApps, runChecks, formatReport, reportJson } = await import('./core/check-command.js');
+  const app = args.positional[0];
+  const apps = selectApps(config, app);
+  if (apps === undefined) {
+    process.stderr.write(`vipcast check: ${file} has no app "${app}" (apps: ${config.apps.map((a) => a.name).join(', ') || 'none'})\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const report = await runChecks(config, apps);
+  process.stdout.write(`${args.json ? reportJson(report) : formatReport(report)}\n`);
+  process.exitCode = report.down > 0 ? 1 : 0;
 }
 
 function printConfigError(file: string, err: unknown): void {
