@@ -8,7 +8,7 @@ import type { Logger } from './logger.js';
 import type { AppRegistry } from './registry.js';
 import type { Reconciler } from './reconciler.js';
 import { consulSettings } from './config.js';
-import { discoverySources } from '../plugins/discovery/index.js';
+import { discoverySources, FIRST_DELIVERY_HOLD_MS } from '../plugins/discovery/index.js';
 import { VipcastError } from './errors.js';
 import { appFromRegistration } from './registration.js';
 
@@ -48,6 +48,10 @@ export function daemonDiscoverySources(config: VipcastConfig, env: NodeJS.Proces
  * sources (the start adds the config apps first). Returns the apps the registry refused, by source (the `config`
  * source's fail a reload). A source that cannot be created or started throws an error naming its key path; the
  * sources done before it stay (a reload's undo configures the previous config again).
+ *
+ * Every source but `config` that gets a new instance here is held (Reconciler.holdForSource) from before the first
+ * change until it delivers: as at start, paths of no known app may be its apps (one moved to it from the config file
+ * by this reload), so they are not withdrawn as strays meanwhile. A source that fails, or is removed, is released.
  */
 export async function configureDiscovery(d: DiscoveryHost, config: VipcastConfig, only?: (s: DiscoveryEntry) => boolean): Promise<Map<string, string[]>> {
   const refusedBy = new Map<string, string[]>();
@@ -59,12 +63,43 @@ export async function configureDiscovery(d: DiscoveryHost, config: VipcastConfig
     if (addr) d.log.warn({ consul_addr: addr }, `Consul discovery is off: ${consulOff}`);
     else d.log.info(`Consul discovery is off: ${consulOff}`);
   }
+  // Held before the config source replaces the file's apps: an app it drops may be a new source's.
+  const held = wanted.filter((e) => e.name !== 'config' && !keeps(d.discoveries.get(e.name), e, config.registry.discovery(e.plugin))).map((e) => e.name);
+  for (const name of held) d.reconciler.holdForSource(name, FIRST_DELIVERY_HOLD_MS);
+  const started = new Set<string>();
+  try {
+    await configureEach(d, config, wanted, refusedBy, started);
+  } catch (err) {
+    // Sources that will not deliver (failed, or not reached): their hold ends now, not after FIRST_DELIVERY_HOLD_MS.
+    for (const name of held) if (!started.has(name)) d.reconciler.sourceDelivered(name);
+    throw err;
+  }
+  if (only || d.stopping) return refusedBy;
+  const names = new Set(sources.map((s) => s.name));
+  for (const [name, rec] of [...d.discoveries]) {
+    if (names.has(name)) continue;
+    rec.retired = true;
+    d.discoveries.delete(name);
+    await rec.instance.close();
+    deliver(d, name, []);
+    d.reconciler.sourceDelivered(name);
+    d.log.info({ discovery: name }, `discovery ${name}: removed from the config; its apps are removed`);
+  }
+  return refusedBy;
+}
+
+/** Same plugin (name and version: a reload loads packages afresh, another descriptor object) and sameSettings. */
+function keeps(old: RunningDiscovery | undefined, entry: DiscoveryEntry, plugin: DiscoveryPlugin | undefined): boolean {
+  return old !== undefined && plugin !== undefined && old.entry.plugin === entry.plugin && old.plugin.version === plugin.version && plugin.sameSettings(old.entry.settings, entry.settings);
+}
+
+/** Keep, replace or start each of `wanted` in order; `started` gets the names of the new instances started. */
+async function configureEach(d: DiscoveryHost, config: VipcastConfig, wanted: readonly DiscoveryEntry[], refusedBy: Map<string, string[]>, started: Set<string>): Promise<void> {
   for (const entry of wanted) {
     const plugin = config.registry.discovery(entry.plugin);
     if (!plugin) throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: unknown discovery plugin "${entry.plugin}"`);
     const old = d.discoveries.get(entry.name);
-    // A reload loads plugin packages afresh (another descriptor object): the same plugin is the same name and version.
-    if (old && old.entry.plugin === entry.plugin && old.plugin.version === plugin.version && plugin.sameSettings(old.entry.settings, entry.settings)) {
+    if (old && keeps(old, entry, plugin)) {
       old.plugin = plugin;
       old.entry = entry;
       old.instance.refresh?.();
@@ -87,10 +122,11 @@ export async function configureDiscovery(d: DiscoveryHost, config: VipcastConfig
       if (rec) await rec.instance.close().catch(() => undefined);
       throw new VipcastError('VIPCAST_ERR_CONFIG', `${entry.path}: discovery "${entry.name}" (plugin ${entry.plugin}) could not start: ${(err as Error).message}`, { cause: err });
     }
+    started.add(entry.name);
     if (d.stopping) {
       rec.retired = true;
       await rec.instance.close();
-      return refusedBy;
+      return;
     }
     d.discoveries.set(entry.name, rec);
     if (old) {
@@ -99,17 +135,6 @@ export async function configureDiscovery(d: DiscoveryHost, config: VipcastConfig
       await old.instance.close();
     }
   }
-  if (only) return refusedBy;
-  const names = new Set(sources.map((s) => s.name));
-  for (const [name, rec] of [...d.discoveries]) {
-    if (names.has(name)) continue;
-    rec.retired = true;
-    d.discoveries.delete(name);
-    await rec.instance.close();
-    deliver(d, name, []);
-    d.log.info({ discovery: name }, `discovery ${name}: removed from the config; its apps are removed`);
-  }
-  return refusedBy;
 }
 
 /** A discovery source's whole set of apps: they replace the source's apps in the registry. Returns the refused. */
