@@ -260,8 +260,8 @@ export interface MonitorPlugin<Params = unknown> extends PluginDescriptorBase {
    *
    * `text` is the canonical form of the spec WITHOUT the `NAME:` prefix (`tcp:53`; `''` when there is nothing after
    * the name): vipcast adds `NAME:` itself and shows `NAME:text` in logs, /status and reload diffs; two specs of the
-   * same app with the same text are the same monitor. (A text that already starts with `NAME:` is taken as it is, not
-   * prefixed twice.)
+   * same app with the same text are the same monitor. Always: a text that itself starts with `NAME:` (the `http`
+   * monitor's `http://...`) is prefixed too, so a plugin that returns the full form shows `NAME:NAME:...`.
    */
   parse(input: string | Record<string, unknown>, ctx: MonitorParseContext): { params: Params; text: string };
 }

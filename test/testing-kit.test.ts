@@ -2,8 +2,9 @@
  * The plugin authoring kit (issue 12, item 3): `defineMonitor`/`defineCheck` (vipcast/plugin-api) return what they are
  * given, typed; `runMonitorOnce` (vipcast/testing) parses a spec with a plugin and runs its check once in a real worker
  * thread, throwing the coded errors vipcast gives (package, spec, uncloneable params). And the contract's two rules the
- * issue found undocumented or broken: `parse().text` is the part after `NAME:` (a text that already has the prefix is
- * not prefixed twice: logs showed `tcp-banner:tcp-banner:...`), and a structured spec reaches `parse` without `type`.
+ * issue found documented two ways: `parse().text` is the part after `NAME:` and vipcast always adds the prefix (the
+ * contract said "canonical form `port:tcp:53`", so plugins returned the full form and logs showed
+ * `tcp-banner:tcp-banner:...`), and a structured spec reaches `parse` without `type`.
  */
 import t from 'tap';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -29,15 +30,15 @@ function recorder(name: string, text: (input: unknown) => string): { plugin: Mon
   return { plugin, seen };
 }
 
-t.test('parse().text is the part after NAME: vipcast adds the prefix once, also when a plugin returned the full form', async (t) => {
+t.test('parse().text is the part after NAME: vipcast always adds the prefix, as the contract now says', async (t) => {
   const plain = recorder('banner', (input) => `tcp:${String(input)}`);
-  const full = recorder('tcp-banner', (input) => `tcp-banner:${String(input)}`);
   const empty = recorder('always', () => '');
-  const registry = new MonitorRegistry([plain.plugin, full.plugin, empty.plugin]);
-  t.equal(registry.parse('banner:2222', ctx).text, 'banner:tcp:2222', 'the documented form: prefixed by vipcast');
-  t.equal(registry.parse('tcp-banner:127.0.0.1:22', ctx).text, 'tcp-banner:127.0.0.1:22', 'not tcp-banner:tcp-banner:...');
+  const registry = new MonitorRegistry([plain.plugin, empty.plugin]);
+  t.equal(registry.parse('banner:2222', ctx).text, 'banner:tcp:2222', 'prefixed by vipcast');
   t.equal(registry.parse('always', ctx).text, 'always', 'an empty text is the bare name');
   t.equal(new MonitorRegistry().parse('port:tcp:53', ctx).text, 'port:tcp:53', 'the built-ins unchanged');
+  // A text that itself starts with NAME: is prefixed too: that is why a plugin can't return the full form.
+  t.equal(new MonitorRegistry().parse('http:http://127.0.0.1:8080/health', ctx).text, 'http:http://127.0.0.1:8080/health');
 });
 
 t.test('a structured spec reaches parse without its type key (type picked the plugin)', async (t) => {

@@ -66,8 +66,8 @@ export class MonitorRegistry {
     }
     const { params, text } = plugin.parse(rest, ctx);
     assertCloneable(params, ctx.path);
-    // `text` is what follows "TYPE:"; a plugin that returns the full form is not prefixed twice.
-    const full = text === '' ? type : text.startsWith(`${type}:`) ? text : `${type}:${text}`;
+    // `text` is what follows "TYPE:" (plugin-api MonitorPlugin.parse), prefixed here, always.
+    const full = text === '' ? type : `${type}:${text}`;
     return Object.freeze({ type, text: full, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
   }
 }
