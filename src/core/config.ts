@@ -3,9 +3,11 @@
  * `VIPCAST_ERR_CONFIG` error that lists every problem, each starting with its key path (invariant 4; reload relies on
  * it to keep the old config on any error, invariant 7). Reference: docs/CONFIG.md.
  *
- * convict holds the schema of the scalar sections (agent, bgp scalars, routing): defaults, docs, env overrides and the
- * per-key checks. The lists (apps, bgp.peers) are checked by hand with the value parsers: convict handles arrays of
- * objects poorly. Unknown keys are found by hand everywhere, before convict sees anything, so each gets a suggestion.
+ * convict holds the schema of the scalar sections (agent, bgp scalars, routing.plugin; config/schema.ts): defaults,
+ * docs, env overrides and the per-key checks. The gobgp router's routing.gobgp block is parsed by that plugin's own
+ * parser (src/plugins/routing/gobgp/settings.ts). The lists (apps, bgp.peers) are checked by hand with the value
+ * parsers: convict handles arrays of objects poorly. Unknown keys are found by hand everywhere, before convict sees
+ * anything, so each gets a suggestion.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';

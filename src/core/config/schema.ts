@@ -94,7 +94,7 @@ export const SCHEMA: Tree = {
     api_socket_mode: { doc: 'file mode of the unix socket API (listen_addr unix:/path)', default: '0660', parse: socketMode },
     api_socket_group: { doc: 'group of the unix socket API; "" = vipcast\'s own', default: '', parse: (v: unknown, p: string) => (v === '' ? '' : accountName(v, p)) },
     api_insecure_open: { doc: 'anyone who reaches the API may register without a token (gocast); explicit opt-in', default: false, parse: boolean },
-    // Flap damping (flap-damping.ts): RFC 2439-like penalties; cross-key checks in config.ts.
+    // Flap damping (flap-damping.ts): RFC 2439-like penalties; cross-key checks in config/agent.ts.
     flap_damping: {
       enabled: { doc: 'hold down apps that flap (off by default)', default: FLAP_DAMPING_DEFAULTS.enabled, parse: boolean },
       penalty: { doc: 'added to an app\'s penalty each time it goes from up to down', default: FLAP_DAMPING_DEFAULTS.penalty, parse: integer(1, 1_000_000) },

@@ -3,7 +3,7 @@
  * (source 'consul').
  *
  * - On only with agent.consul_addr AND env CONSUL_NODE (gocast); `ConsulDiscovery.disabledReason` says why not.
- * - Token: agent.consulToken, where config.ts has already applied CONSUL_TOKEN (non-empty env wins); sent as
+ * - Token: agent.consulToken, where the config has already applied CONSUL_TOKEN (non-empty env wins); sent as
  *   X-Consul-Token, never logged. Minimum ACL policy: `node "<CONSUL_NODE>" { policy = "read" }` and
  *   `service_prefix "" { policy = "read" }` (ACL_POLICY).
  * - `GET {addr}/catalog/node/{CONSUL_NODE}` (+ `stale` when CONSUL_STALE=true) as a blocking query: `index` = the

@@ -1,6 +1,7 @@
 /**
  * A thin promise wrapper around GoBGP v3's gRPC service (package `apipb`, loaded from the hand-written subset in
- * `proto/`). It knows nothing about vipcast's types: see `wire.ts` for the messages and `router.ts` for the logic.
+ * `proto/`). It knows nothing about vipcast's types: see `wire.ts` for the messages and `router.ts` (with
+ * `connection.ts`, `paths.ts`, `peers.ts`) for the logic.
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

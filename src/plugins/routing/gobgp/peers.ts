@@ -82,7 +82,8 @@ export class GobgpPeers implements PeerRestore {
     const localFamily = this.bgp.localIp ? familyOf(this.bgp.localIp) : 'ipv4';
     const address = spec.address !== undefined ? parseAddress(spec.address, `${path}.peer_ip`).address : await resolveDefaultGateway(localFamily, this.runIp);
     const localAddress = this.bgp.localIp && familyOf(this.bgp.localIp) === familyOf(address) ? this.bgp.localIp : await localIpFor(address, this.runIp);
-    // config.ts already read md5_env_var into md5Password (a peer whose variable is unset is refused there).
+    // The config (core/config/peers.ts) already read md5_env_var into md5Password (a peer whose variable is unset is
+    // refused there).
     const password = spec.md5Password ?? '';
     return {
       address,

@@ -1,7 +1,8 @@
 /**
  * GoBGP v3 wire shapes (package `apipb`, snake_case as loaded with keepCase) and the conversions between them and
  * vipcast's Route / peer types. Everything v3-specific about messages lives here: a v4 adapter (package `api`, typed
- * NLRI and attributes instead of `Any`) would replace this file and keep router.ts's logic.
+ * NLRI and attributes instead of `Any`) would replace this file and keep the logic of router.ts and its parts
+ * (connection.ts, paths.ts, peers.ts).
  */
 import type { Community, Family, Origin, Prefix, Route } from '../../../plugin-api.js';
 import { parseAddress, parsePrefix } from '../../../core/values.js';
