@@ -130,11 +130,14 @@ t.test('a plugin package with an optional peer dependency on vipcast, installed 
   // It imports vipcast/plugin-api at run time: without vipcast resolvable from its folder it can't load, and says why.
   const unlinked = await run(vipcast, ['validate', '-c', config]);
   t.equal(unlinked.code, 2, `validate without the link: ${show(unlinked)}`);
-  t.match(`${unlinked.stdout}${unlinked.stderr}`, /plugins\[0\][^\n]*vipcast-monitor-flag[^\n]*'vipcast'/, 'plugins[0] names the package and the missing vipcast');
+  t.match(`${unlinked.stdout}${unlinked.stderr}`, /plugins\[0\][^\n]*VIPCAST_ERR_PLUGIN_LOAD[^\n]*vipcast-monitor-flag[^\n]*'vipcast'/, 'plugins[0] names the package and the missing vipcast');
+  const hint = /link this vipcast there: cd (\S+) && npm install (\S+)/.exec(`${unlinked.stdout}${unlinked.stderr}`);
+  t.same(hint?.slice(1), [site, realpathSync(installed)], 'and the command that links the installed vipcast into the config folder');
 
-  // The documented step: link the installed vipcast into the config folder (a file: dependency, saved in package.json).
+  // The documented step, as the message says it: link the installed vipcast into the config folder (a file:
+  // dependency, saved in package.json).
   const depsBefore = readdirSync(join(installed, 'node_modules')).length;
-  const linked = await npm(['install', '--offline', installed], site);
+  const linked = await npm(['install', '--offline', hint?.[2] ?? installed], hint?.[1] ?? site);
   t.equal(linked.code, 0, `npm install of the installed vipcast's folder: ${show(linked)}`);
   t.ok(lstatSync(join(site, 'node_modules/vipcast')).isSymbolicLink(), 'node_modules/vipcast is a link');
   t.equal(realpathSync(join(site, 'node_modules/vipcast')), realpathSync(installed), 'to the installed vipcast');

@@ -120,8 +120,11 @@ export async function loadPlugin(name: string, baseDir: string, opts: LoadOption
     mod = await import(pathToFileURL(file).href);
   } catch (err) {
     const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' || (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
+    // vipcast itself (an optional peer dependency) resolves from the plugin's folder only: name the link to make.
+    const linkHint = missing && /Cannot find (package|module) 'vipcast(\/[^']*)?'/.test((err as Error).message)
+      ? `; link this vipcast there: cd ${baseDir} && npm install ${fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '')}` : '';
     throw new PluginLoadError('VIPCAST_ERR_PLUGIN_LOAD',
-      `${path}: plugin "${name}" is installed but failed to load${missing ? ' (one of its own dependencies is missing)' : ''}: ${(err as Error).message}`, name, undefined, undefined, { cause: err });
+      `${path}: plugin "${name}" is installed but failed to load${missing ? ' (one of its own dependencies is missing)' : ''}: ${(err as Error).message}${linkHint}`, name, undefined, undefined, { cause: err });
   }
   // ESM default, or a transpiled ESM module seen through CommonJS: `default.default`.
   let desc = mod as Record<string, unknown>;
