@@ -15,7 +15,7 @@
 import t from 'tap';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -61,8 +61,8 @@ t.test('npm pack of a checkout without dist/: prepack builds, and the tarball ho
   const src = join(work, 'src');
   mkdirSync(src);
   for (const entry of readdirSync(ROOT)) {
-    if (['node_modules', 'dist', '.git', '.tap'].includes(entry)) continue;
-    cpSync(join(ROOT, entry), join(src, entry), { recursive: true, verbatimSymlinks: true });
+    if (['node_modules', 'dist', '.git', '.tap', 'tmp'].includes(entry)) continue;
+    cpSync(join(ROOT, entry), join(src, entry), { recursive: true, verbatimSymlinks: true, filter: (from) => !/(^|\/)(node_modules|\.tap)(\/|$)/.test(relative(ROOT, from)) });
   }
   symlinkSync(join(ROOT, 'node_modules'), join(src, 'node_modules'));
   // Build output a developer's checkout has besides the package's own: a stale module of a removed source, tests and
