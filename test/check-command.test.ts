@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { BIN, freePort, serve } from './helpers/daemon.js';
@@ -135,4 +135,33 @@ process.on('exit', () => writeFileSync(process.env.RECORD_OUT, JSON.stringify([.
   for (const pkg of ['fastify', '@grpc/grpc-js', 'tsyringe', 'prom-client']) t.notOk(loaded.includes(pkg), `${pkg} not loaded`);
   const addrs = (await pexec('ip', ['-o', 'addr', 'show'])).stdout;
   t.notMatch(addrs, /198\.18\.124\.1[01]\//, 'the VIPs were not put on the host');
+});
+
+t.test('vipcast check runs a third-party plugin\'s checks on a worker of their own: a check that spins its thread does not hold up a built-in check', async (t) => {
+  const open = await freePort();
+  await serve(t, open);
+  const dir = t.testdir();
+  const pkg = join(dir, 'node_modules', 'vipcast-monitor-spin');
+  mkdirSync(pkg, { recursive: true });
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: 'vipcast-monitor-spin', version: '1.0.0', main: 'index.js' }));
+  writeFileSync(join(pkg, 'index.js'), `module.exports = { kind: 'monitor', name: 'spin', version: '1.0.0', apiVersion: '^1.0.0', workerModule: './check.js',
+  parse: () => ({ params: {}, text: '' }) };\n`);
+  writeFileSync(join(pkg, 'check.js'), 'exports.check = async () => { for (;;) {} };\n');
+  const file = join(dir, 'vipcast.yaml');
+  // One worker for the built-in checks: were the spinning check on it, the port check would wait for the watchdog.
+  writeFileSync(file, `${HEAD}agent: { check_workers: 1 }
+plugins: [vipcast-monitor-spin]
+apps:
+  - { name: spin, vip: 198.18.124.30/32, check_timeout: 1s, monitors: ["spin"] }
+  - { name: web, vip: 198.18.124.31/32, check_timeout: 1s, monitors: ["port:tcp:${open}"] }
+`);
+  const r = await vipcast(['check', '-c', file, '--json']);
+  t.equal(r.code, 1, `exit 1: spin is down (stderr: ${r.stderr})`);
+  const report = JSON.parse(r.stdout) as { results: Array<{ app: string; ok: boolean; reason: string; durationMs: number }> };
+  const spin = report.results.find((x) => x.app === 'spin')!;
+  const web = report.results.find((x) => x.app === 'web')!;
+  t.equal(spin.ok, false);
+  t.match(spin.reason, /blocked its worker|timed out/, `spin: ${spin.reason}`);
+  t.equal(web.ok, true, `web: ${web.reason}`);
+  t.ok(web.durationMs + 1000 < spin.durationMs, `the port check answered on its own (${web.durationMs} ms) while the spinning one waited for the watchdog (${spin.durationMs} ms)`);
 });

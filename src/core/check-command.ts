@@ -1,14 +1,18 @@
 /**
  * `vipcast check -c FILE [APP]`: run every monitor of the config's apps (or of APP) once and print each result and
  * how long it took (the `telegraf --test` of vipcast). The config is loaded as `validate` loads it (plugin packages
- * included); the checks run in real worker threads, as the daemon runs them: a pool for checks and one worker for
- * checks that start processes, both closed before the command ends. Nothing else: no router, no host network (no
+ * included); the checks run in real worker threads, as the daemon runs them: a pool for the built-in checks, one worker
+ * for checks that start processes, and one worker per third-party check module (a plugin's check that spins or
+ * crashes its worker never delays or re-runs another's), all closed before the command ends. Nothing else: no router, no host network (no
  * route, address or NAT rule is touched), no API, no discovery source (only the file's `apps`); no daemon need run.
  */
 import { performance } from 'node:perf_hooks';
 import type { AppSpec, MonitorSpec } from '../plugin-api.js';
 import type { VipcastConfig } from './config-types.js';
 import { CheckPool } from './check-pool.js';
+
+/** Where the built-in monitors' check modules are (`src/plugins/monitors/NAME/check.js`). */
+const BUILTIN_MONITORS = new URL('../plugins/monitors/', import.meta.url).href;
 
 /** One monitor's answer. */
 export interface CheckRow {
@@ -40,14 +44,18 @@ export function selectApps(config: VipcastConfig, app?: string): readonly AppSpe
 }
 
 /**
- * Run each monitor of `apps` once, all at once, each with its app's `timeoutMs`, on pools made for this call and
- * closed before it resolves. Never rejects for a failing check: that is a row with `ok: false`.
+ * Run each monitor of `apps` once, all at once, each with its app's `timeoutMs`, on pools made for this call (see the
+ * file comment) and closed before it resolves. Never rejects for a failing check: that is a row with `ok: false`.
  */
 export async function runChecks(config: VipcastConfig, apps: readonly AppSpec[]): Promise<CheckReport> {
   const started = performance.now();
-  const checks = new CheckPool({ workers: config.agent.checkWorkers });
-  const commands = new CheckPool({ workers: 1 });
-  const pool = (spec: MonitorSpec): CheckPool => (spec.runsCommands ? commands : checks);
+  const pools = new Map<string, CheckPool>();
+  const pool = (spec: MonitorSpec): CheckPool => {
+    const key = spec.runsCommands ? 'commands' : spec.workerModule.startsWith(BUILTIN_MONITORS) ? 'checks' : spec.workerModule;
+    let p = pools.get(key);
+    if (p === undefined) pools.set(key, (p = new CheckPool({ workers: key === 'checks' ? config.agent.checkWorkers : 1 })));
+    return p;
+  };
   try {
     const rows = await Promise.all(apps.flatMap((app): Promise<CheckRow>[] => {
       if (app.monitors.length === 0) return [Promise.resolve({ app: app.name, monitor: '-', ok: true, reason: 'no monitors: always healthy', durationMs: 0 })];
@@ -59,7 +67,7 @@ export async function runChecks(config: VipcastConfig, apps: readonly AppSpec[])
     const up = rows.filter((r) => r.ok).length;
     return { file: config.file, results: rows, up, down: rows.length - up, durationMs: Math.round(performance.now() - started) };
   } finally {
-    await Promise.all([checks.close(), commands.close()]);
+    await Promise.all([...pools.values()].map((p) => p.close()));
   }
 }
 
