@@ -7,7 +7,7 @@
  * `tcp-banner:tcp-banner:...`), and a structured spec reaches `parse` without `type`.
  */
 import t from 'tap';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { defineCheck, defineMonitor, type CheckFunction, type MonitorPlugin } from '../src/plugin-api.js';
@@ -127,7 +127,7 @@ t.test('runMonitorOnce: params that structured clone refuses are a coded error n
   });
 });
 
-t.test('runMonitorOnce: a package that is missing or not a monitor gives vipcast\'s coded plugin errors', async (t) => {
+t.test('runMonitorOnce: a package that is missing, not a monitor, or without its workerModule gives vipcast\'s coded plugin errors', async (t) => {
   const dir = t.testdir();
   await t.rejects(runMonitorOnce('vipcast-monitor-nope', 'nope:x', { baseDir: dir }), { code: 'VIPCAST_ERR_PLUGIN_NOT_FOUND', message: /^runMonitorOnce: plugin "vipcast-monitor-nope" is not installed/ });
   const other = join(dir, 'router');
@@ -135,6 +135,10 @@ t.test('runMonitorOnce: a package that is missing or not a monitor gives vipcast
   writeFileSync(join(other, 'package.json'), JSON.stringify({ name: 'vipcast-router-x', version: '1.0.0', main: 'index.js' }));
   writeFileSync(join(other, 'index.js'), `module.exports = { kind: 'router', name: 'x', version: '1.0.0', apiVersion: '^1.0.0', parseSettings: () => ({}), sameSettings: () => true, create() {} };\n`);
   await t.rejects(runMonitorOnce(other, 'x:y'), { code: 'VIPCAST_ERR_PLUGIN_SHAPE', message: /is a router plugin \("x"\), not a monitor/ });
+  // The loader's own load-time checks apply: a workerModule that is not there fails at load, not at the first check.
+  const noWorker = writePackage(join(dir, 'no-worker'));
+  rmSync(join(noWorker, 'check.js'));
+  await t.rejects(runMonitorOnce(noWorker, 'kit:up'), { code: 'VIPCAST_ERR_PLUGIN_SHAPE', message: /workerModule.*does not exist/ });
 });
 
 t.test('runMonitorOnce: a check that never settles is answered down at its timeout, and the pool is closed', async (t) => {
