@@ -80,6 +80,8 @@ export interface MonitorSpec {
   readonly workerModule: string;
   /** True when the monitor runs user-supplied commands; only trusted sources may use such monitors. */
   readonly runsCommands: boolean;
+  /** The package the monitor came from (`plugins:`); absent for a built-in. Its checks run in a worker of their own. */
+  readonly plugin?: string;
 }
 
 /** Where a monitor spec came from: config files are trusted; HTTP and Consul only when allowlisted. */

@@ -41,6 +41,19 @@ export interface CheckPoolOptions {
    * By default each check gets a cgroup when vipcast may make them (see check-cgroups.ts).
    */
   cgroups?: boolean;
+  /**
+   * The package whose checks this pool runs (a third-party monitor's pool): its log lines about a worker that ran out
+   * of memory or ignored aborts name it.
+   */
+  plugin?: string;
+  /** Memory limits of each worker (piscina `resourceLimits`): a worker over them ends, not vipcast; it is replaced. */
+  resourceLimits?: { readonly maxOldGenerationSizeMb?: number; readonly maxYoungGenerationSizeMb?: number; readonly codeRangeSizeMb?: number; readonly stackSizeMb?: number };
+  /**
+   * Recycle a worker (terminate it, piscina starts a fresh one; its other checks run again there) once this many of
+   * its checks ignore their abort signal (still out 1 s past their timeout): whatever they hold goes with it.
+   * Default: never.
+   */
+  maxStuckChecks?: number;
 }
 
 export type TimedCheckResult = CheckResult & { readonly durationMs: number };
@@ -68,6 +81,10 @@ export interface CheckPoolStats {
   readonly reapedProcessGroups: number;
   /** Process groups that checks own right now. */
   readonly processGroups: number;
+  /** Workers that ended over their memory limits (resourceLimits). */
+  readonly outOfMemory: number;
+  /** Workers recycled because their checks ignored their abort signal (maxStuckChecks). */
+  readonly recycledWorkers: number;
 }
 
 /** How one run of a check on a worker ended. */
@@ -85,6 +102,8 @@ export interface InFlight {
   due?: number;
   /** Set when the worker reported that this task's code threw the exception that ended it. */
   crashed?: string;
+  /** Set when the watchdog terminated the worker because this check blocked it (answered once the worker is gone). */
+  blocked?: boolean;
   finish(attempt: Attempt): void;
 }
 

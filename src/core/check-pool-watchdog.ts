@@ -104,9 +104,10 @@ export class WorkerWatchdog {
         { threadId, silentMs: Math.round(silentFor), monitors: culprits.map((e) => e.text) },
         'a check blocked its worker; terminating the worker',
       );
+      // Every check on it is rejected by piscina when the worker exits: the culprits are answered down then (or as
+      // out of memory, when that is what the worker was busy with), the others run again.
+      for (const entry of culprits) entry.blocked = true;
       this.terminate(threadId);
-      // The other checks on it are rejected by piscina when the worker exits, and run again.
-      for (const entry of culprits) entry.finish({ kind: 'final', reason: 'check blocked its worker; worker restarted' });
     }
   }
 

@@ -33,6 +33,10 @@ const WATCHDOG_MS = 100;
 /** A watchdog tick this late means the main thread itself was stalled: worker messages are still queued behind it. */
 const STALLED_MS = 500;
 const CLOSED_REASON = 'the check pool is closed';
+/** Reason of a check whose worker was terminated because the check blocked it. */
+const BLOCKED_REASON = 'check blocked its worker; worker restarted';
+/** Reason of the checks on a worker that ended over its memory limits (resourceLimits). */
+export const OUT_OF_MEMORY_REASON = 'check worker ran out of memory';
 
 /** Pools not closed yet: their process groups are killed when the process exits, however it exits. */
 const livePools = new Set<CheckPool>();
@@ -60,7 +64,12 @@ export class CheckPool {
   /** Resolves when close() begins: held answers go out then. */
   private readonly released = new Promise<void>((resolve) => (this.release = resolve));
   private closing: Promise<void> | undefined;
-  private counters = { completed: 0, failed: 0, retried: 0 };
+  private counters = { completed: 0, failed: 0, retried: 0, outOfMemory: 0, recycledWorkers: 0 };
+  /** The package whose checks run here, for the log lines about its workers. */
+  private readonly plugin: string | undefined;
+  private readonly maxStuckChecks: number;
+  /** Out-of-memory errors already logged: piscina fails every task of the worker with the same one. */
+  private readonly oomLogged = new WeakSet<object>();
 
   constructor(opts: CheckPoolOptions = {}) {
     const workers = Math.max(1, Math.floor(opts.workers ?? 2));
@@ -69,6 +78,8 @@ export class CheckPool {
     this.log = opts.log ?? silentLogger();
     this.metrics = opts.metrics;
     this.startMs = opts.startTimeoutMs ?? 15_000;
+    this.plugin = opts.plugin;
+    this.maxStuckChecks = opts.maxStuckChecks ?? Infinity;
     this.capacity = workers * perWorker;
     const maxQueue = Math.max(0, Math.floor(opts.maxQueue ?? 4 * this.capacity));
     this.queue = new CheckQueue(maxQueue, this.capacity, this.log, this.metrics, () => this.stopped);
@@ -80,6 +91,7 @@ export class CheckPool {
       idleTimeout: Infinity,
       concurrentTasksPerWorker: perWorker,
       workerData: this.processes.workerData(),
+      ...(opts.resourceLimits === undefined ? {} : { resourceLimits: opts.resourceLimits }),
       // With atomics, an idle worker sleeps in Atomics.wait and freezes its event loop: the cleanup a check does
       // after answering (killing a process group, closing a socket) and the heartbeat would stall.
       atomics: 'disabled',
@@ -96,7 +108,9 @@ export class CheckPool {
       if (isWorkerEvent(message)) this.onWorkerEvent(message);
     });
     // piscina emits 'error' for a worker that fails with no task on it; unhandled, that would crash vipcast.
-    this.pool.on('error', (err: unknown) => this.log.error({ err }, 'check worker failed'));
+    this.pool.on('error', (err: unknown) => {
+      if (!this.outOfMemory(err)) this.log.error({ err }, 'check worker failed');
+    });
     // Any worker that ends (terminated, crashed, destroyed): its process groups die with it.
     this.pool.on('workerDestroy', (worker: { threadId: number }) => this.reap(worker.threadId));
     this.metrics?.queueLength(() => this.queue.length);
@@ -247,11 +261,15 @@ export class CheckPool {
       (err: unknown) => {
         settled();
         const message = err instanceof Error ? err.message : String(err);
+        const oom = this.outOfMemory(err);
         // The worker never rejects a task, so a rejection means the worker died (or the pool is closing). The
         // worker's last events (which task crashed it) may still be on their way: look one turn later.
         setImmediate(() => {
           if (entry.threadId !== undefined) this.reap(entry.threadId);
           if (this.closing !== undefined) entry.finish({ kind: 'final', reason: CLOSED_REASON });
+          // Its checks filled the worker's heap (a leak, usually): running them again would only do it again.
+          else if (oom) entry.finish({ kind: 'final', reason: OUT_OF_MEMORY_REASON });
+          else if (entry.blocked === true) entry.finish({ kind: 'final', reason: BLOCKED_REASON });
           else if (entry.crashed !== undefined) entry.finish({ kind: 'final', reason: `check crashed its worker: ${entry.crashed}` });
           else entry.finish({ kind: 'worker-lost', reason: `check worker died: ${message}` });
         });
@@ -271,6 +289,18 @@ export class CheckPool {
         if (entry !== undefined) this.watch.started(entry, threadId, performance.now());
         return;
       }
+      case 'stuck':
+        if (event.stuck >= this.maxStuckChecks && !this.watch.deadThreads.has(threadId)) {
+          this.counters.recycledWorkers++;
+          this.log.warn(
+            { threadId, stuck: event.stuck, ...(this.plugin === undefined ? {} : { plugin: this.plugin }) },
+            `${this.plugin === undefined ? 'checks' : `checks of plugin ${this.plugin}`} ignore their abort signal (${event.stuck} still running past their timeout): recycling their worker`,
+          );
+          // What the stuck checks hold (sockets, timers) ends with the thread; the checks still running on it are
+          // rejected by piscina and run again on the fresh worker.
+          this.watch.terminate(threadId);
+        }
+        return;
       case 'cgroup-error':
         this.processes.cgroupError(threadId, event.error);
         return;
@@ -291,6 +321,20 @@ export class CheckPool {
     // After a stall of the main thread, heartbeats are still waiting to be read: judge nobody this turn.
     if (gap > STALLED_MS) return;
     this.watch.judge(now);
+  }
+
+  /** Whether `err` says a worker ran over its memory limits; the first report of each such end is logged. */
+  private outOfMemory(err: unknown): boolean {
+    if ((err as NodeJS.ErrnoException | undefined)?.code !== 'ERR_WORKER_OUT_OF_MEMORY') return false;
+    if (typeof err === 'object' && err !== null && !this.oomLogged.has(err)) {
+      this.oomLogged.add(err);
+      this.counters.outOfMemory++;
+      this.log.error(
+        { err, ...(this.plugin === undefined ? {} : { plugin: this.plugin }) },
+        `${OUT_OF_MEMORY_REASON}${this.plugin === undefined ? '' : ` (plugin ${this.plugin})`}: its checks are answered down and a fresh worker takes over`,
+      );
+    }
+    return true;
   }
 
   /** Forget a dead worker and kill the process groups its checks left behind. */

@@ -71,7 +71,12 @@ export type WorkerEvent =
   /** An exception thrown from the task's own callbacks escaped and is ending the worker. */
   | { readonly [WORKER_EVENT]: 'check-crash'; readonly id: number; readonly threadId: number; readonly error: string }
   /** A check's process could not be put into its cgroup (it is held by its process group only). Sent once per worker. */
-  | { readonly [WORKER_EVENT]: 'cgroup-error'; readonly threadId: number; readonly error: string };
+  | { readonly [WORKER_EVENT]: 'cgroup-error'; readonly threadId: number; readonly error: string }
+  /**
+   * The number of this worker's checks that ignore their abort signal (still unsettled `STUCK_AFTER_MS` past their
+   * timeout) changed: sent when one becomes stuck and when a stuck one settles after all.
+   */
+  | { readonly [WORKER_EVENT]: 'stuck'; readonly threadId: number; readonly stuck: number };
 
 export function isWorkerEvent(message: unknown): message is WorkerEvent {
   return typeof message === 'object' && message !== null && WORKER_EVENT in message;
@@ -153,6 +158,11 @@ export function trackProcessGroup(pgid: number): TrackedGroup {
 
 /** After the signal fires, how long a check gets to return its own (more informative) failure reason. */
 const ABORT_GRACE_MS = 100;
+/**
+ * A check still unsettled this long after its timeout ignores its abort signal: whatever it holds (a socket, a timer)
+ * stays with the worker until the check settles or the worker ends (the pool recycles the worker, see maxStuckChecks).
+ */
+export const STUCK_AFTER_MS = 1000;
 /** How often a worker tells the pool that its event loop turns. */
 export const HEARTBEAT_MS = 200;
 /** Longest reason passed back; exec output and error messages are cut to this. */
@@ -273,7 +283,32 @@ export async function runCheck(task: CheckTask): Promise<WorkerResult> {
   const late = await Promise.race([settled, grace]);
   clearTimeout(graceTimer);
   if (late !== 'timeout' && late.returned && !late.result.ok) return late.result;
+  if (late === 'timeout') watchStuck(settled, task.id ?? 0);
   return timedOut;
+}
+
+/** Checks of this worker that ignored their abort signal and have not settled (task ids). */
+const stuck = new Set<number>();
+
+/** Tell the pool when a check that did not settle at its abort is still out STUCK_AFTER_MS later, and if it settles. */
+function watchStuck(settled: Promise<unknown>, id: number): void {
+  let done = false;
+  const report = (): void => {
+    if (parentPort === null) return;
+    const event: WorkerEvent = { [WORKER_EVENT]: 'stuck', threadId, stuck: stuck.size };
+    parentPort.postMessage(event);
+  };
+  const timer = setTimeout(() => {
+    if (done) return;
+    stuck.add(id);
+    report();
+  }, STUCK_AFTER_MS - ABORT_GRACE_MS);
+  timer.unref();
+  void settled.then(() => {
+    done = true;
+    clearTimeout(timer);
+    if (stuck.delete(id)) report();
+  });
 }
 
 export default runCheck;

@@ -151,7 +151,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
     for (const w of exposureWarnings(config, this.generation.dryRun)) this.log.warn({ component: 'security' }, w);
 
-    const pools = (this.pools = new DaemonCheckPools(config.agent.checkWorkers, this.log, this.metrics));
+    const pools = (this.pools = new DaemonCheckPools(config.agent.checkWorkers, this.log, this.metrics, () => this.registry.all()));
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
         const r = await pools.poolFor(spec).run(spec, timeoutMs);

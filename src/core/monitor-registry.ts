@@ -20,14 +20,18 @@ export interface MonitorInputContext extends MonitorParseContext {
 
 export class MonitorRegistry {
   private readonly plugins = new Map<string, MonitorPlugin>();
+  /** The package each third-party monitor came from (MonitorSpec.plugin); built-ins have none. */
+  private readonly packages = new Map<string, string>();
 
   constructor(plugins: readonly MonitorPlugin[] = builtinMonitors()) {
     for (const p of plugins) this.add(p);
   }
 
-  add(plugin: MonitorPlugin): void {
+  /** `pkg`: the package it came from (its checks then run in a worker of their own); none for a built-in. */
+  add(plugin: MonitorPlugin, pkg?: string): void {
     if (this.plugins.has(plugin.name)) throw valueError(`plugins`, `two monitor plugins are named "${plugin.name}"`);
     this.plugins.set(plugin.name, plugin);
+    if (pkg !== undefined) this.packages.set(plugin.name, pkg);
   }
 
   names(): string[] {
@@ -68,7 +72,8 @@ export class MonitorRegistry {
     assertCloneable(params, ctx.path);
     // `text` is what follows "TYPE:" (plugin-api MonitorPlugin.parse), prefixed here, always.
     const full = text === '' ? type : `${type}:${text}`;
-    return Object.freeze({ type, text: full, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true });
+    const pkg = this.packages.get(type);
+    return Object.freeze({ type, text: full, params, workerModule: plugin.workerModule, runsCommands: plugin.runsCommands === true, ...(pkg === undefined ? {} : { plugin: pkg }) });
   }
 }
 

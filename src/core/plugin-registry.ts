@@ -47,7 +47,7 @@ export class PluginRegistry {
       throw valueError(path, `${origin === 'built-in' ? 'a built-in' : `plugin "${origin}"`} is a ${plugin.kind} plugin named "${plugin.name}", ` +
         `a name ${clash === 'built-in' ? `the built-in ${plugin.kind} already has` : `plugin "${clash}" already took`}: two ${plugin.kind} plugins can't share a name`);
     }
-    if (plugin.kind === 'monitor') this.monitors.add(plugin as MonitorPlugin);
+    if (plugin.kind === 'monitor') this.monitors.add(plugin as MonitorPlugin, origin === 'built-in' ? undefined : origin);
     else if (plugin.kind === 'router') this.routers.set(plugin.name, plugin);
     else this.discoveries.set(plugin.name, plugin);
     this.origins.set(key, origin);
