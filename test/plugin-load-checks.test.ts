@@ -74,6 +74,17 @@ t.test('the worker module is imported in a worker thread, never on the main thre
   t.same(probe, { loaded: true, check: true, exports: [] }, 'a default-exported check function is found');
 });
 
+t.test('a worker module that passed is probed again once its file changes: a check export removed by an upgrade fails the next load', async (t) => {
+  const dir = t.testdir({});
+  const dest = install(dir, 'load-uncloneable-params', 'vipcast-monitor-changes');
+  t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable');
+  t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable', 'unchanged: loads again');
+  writeFileSync(join(dest, 'check.js'), 'exports.checks = async () => ({ ok: true, reason: "renamed" });\n');
+  t.match(await code(loadPlugin('vipcast-monitor-changes', dir, { path: 'plugins[0]' })), /^VIPCAST_ERR_PLUGIN_SHAPE: plugins\[0\]: .*exports no check function .*it exports checks\)$/);
+  writeFileSync(join(dest, 'check.js'), 'exports.check = async () => ({ ok: true, reason: "fixed" });\n');
+  t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable', 'fixed: loads again');
+});
+
 t.test('the probe thread contains a worker module that hangs, never settles or exhausts its heap at import: a coded answer, the process goes on', async (t) => {
   const spin = await probeWorkerModule('data:text/javascript,for(;;){}', 1500);
   t.same(spin, { loaded: false, error: 'its import did not finish within 1.5 s' }, 'a busy loop at import: the probe gives up at its time limit');

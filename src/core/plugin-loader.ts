@@ -15,13 +15,14 @@
  * A monitor's `workerModule` is checked when the plugin loads (start, reload, `vipcast validate`), not at its first
  * check: the file must exist, and importing it must give a check function. That import runs the plugin's worker code,
  * so it happens in a short-lived worker thread with a memory limit and a time limit (probeWorkerModule), the way the
- * check pool's workers will import it, never on the main thread. Parsing the module's exports without running it
- * (cjs-module-lexer, es-module-lexer) was the other way: it runs nothing, but it can't follow `module.exports =
- * require(...)`, re-exports or exports computed at run time, so it would refuse working plugins or pass broken ones.
+ * check pool's workers will import it (same flags), never on the main thread; an unchanged module that passed is not
+ * probed again at the next load. Parsing the module's exports without running it (cjs-module-lexer, es-module-lexer)
+ * was the other way: it runs nothing, but it can't follow `module.exports = require(...)`, re-exports or exports
+ * computed at run time, so it would refuse working plugins or pass broken ones.
  * A module whose import throws is VIPCAST_ERR_PLUGIN_LOAD.
  */
 import { createRequire } from 'node:module';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, join, isAbsolute } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -179,8 +180,11 @@ export async function loadPlugin(name: string, baseDir: string, opts: LoadOption
   return Object.freeze<DiscoveryPlugin>({ ...base, kind, ...settings, create: (s as DiscoveryPlugin).create.bind(s) });
 }
 
-/** How long the load-time import of a monitor's workerModule may take (a module that loads slowly is legal). */
-export const PROBE_TIMEOUT_MS = 10_000;
+/**
+ * How long the load-time import of a monitor's workerModule may take. Generous: a module may load slowly, and a worker
+ * thread inherits the process's flags and preloads (`--import` hooks), which can cost seconds on a loaded host.
+ */
+export const PROBE_TIMEOUT_MS = 30_000;
 /** Old-generation heap of the probe's thread: a module that allocates without bound at import ends the probe only. */
 const PROBE_HEAP_MB = 256;
 
@@ -195,11 +199,31 @@ async function checkWorkerModule(url: string, declared: string, at: string, pkg:
   const fail = (code: 'VIPCAST_ERR_PLUGIN_SHAPE' | 'VIPCAST_ERR_PLUGIN_LOAD', message: string): PluginLoadError =>
     new PluginLoadError(code, `${at}: ${what} ${message}`, pkg, 'monitor', pluginName);
   if (url.startsWith('file:') && !existsSync(where)) throw fail('VIPCAST_ERR_PLUGIN_SHAPE', 'does not exist');
+  const stamp = fileStamp(url);
+  if (stamp !== undefined && probedOk.get(url) === stamp) return;
   const answer = await probeWorkerModule(url);
   if (!answer.loaded) throw fail('VIPCAST_ERR_PLUGIN_LOAD', `failed to load in a worker thread: ${answer.error}`);
   if (!answer.check) {
     throw fail('VIPCAST_ERR_PLUGIN_SHAPE', 'exports no check function (want `export async function check`, `exports.check`, ' +
       `or a default export that is the function or has a check function; it exports ${answer.exports.length ? answer.exports.join(', ') : 'nothing'})`);
+  }
+  if (stamp !== undefined) probedOk.set(url, stamp);
+}
+
+/**
+ * Worker modules that passed the probe, with the size and modification time of their file then: a reload does not
+ * import an unchanged module again (a probe costs a thread start); a changed file is probed again. Failures are not
+ * remembered, so a fixed file passes at the next load.
+ */
+const probedOk = new Map<string, string>();
+
+function fileStamp(url: string): string | undefined {
+  if (!url.startsWith('file:')) return undefined;
+  try {
+    const st = statSync(fileURLToPath(url));
+    return `${st.size}:${st.mtimeMs}`;
+  } catch {
+    return undefined;
   }
 }
 
