@@ -6,12 +6,14 @@ import { benchDryRun } from './dry-run.js';
 import { benchLab } from './lab.js';
 import { benchGobgp } from './gobgp.js';
 import { benchSoak } from './soak.js';
+import { benchContainment } from './containment.js';
 
 const benches: Record<string, () => Promise<void>> = {
   'dry-run': benchDryRun,
   lab: benchLab,
   'gobgp-reinject': benchGobgp,
   soak: benchSoak,
+  containment: benchContainment,
 };
 
 // Names come first; `--option=value` arguments after them are for the benchmarks (see soak.ts).
