@@ -2,14 +2,17 @@
  * CheckPool's containment options (issue 12, item 2), with real piscina threads and the containment fixture plugins:
  * a worker over its memory limits (`resourceLimits`) ends alone and is replaced, its checks answer "check worker ran
  * out of memory" and the event is logged once, naming the plugin; a worker whose checks keep ignoring their abort signal
- * is recycled (`maxStuckChecks`) with a warning naming the plugin, and the sockets they leaked close with it.
+ * is recycled (`maxStuckChecks`) with a warning naming the plugin, and the sockets they leaked close with it. The
+ * daemon's pools route a package's checks to a pool of its own, closed once no app uses the package.
  */
 import t from 'tap';
 import { createServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { CheckPool, OUT_OF_MEMORY_REASON } from '../src/core/check-pool.js';
 import { createLogger } from '../src/core/logger.js';
-import type { MonitorSpec } from '../src/plugin-api.js';
+import type { AppSpec, MonitorSpec } from '../src/plugin-api.js';
+import { DaemonCheckPools } from '../src/core/daemon-check-pools.js';
+import { Metrics } from '../src/core/metrics.js';
 
 const plugin = (fixture: string, name: string, params: unknown): MonitorSpec => ({
   type: name,
@@ -87,4 +90,31 @@ t.test('checks that ignore their abort signal get their worker recycled once max
   t.equal(closed, 3, 'the three sockets the stuck checks held were closed with their worker');
   const next = await pool.run(hang, 100);
   t.equal(next.reason, 'timed out after 100 ms', 'a fresh worker runs the next check');
+});
+
+t.test('the daemon\'s pools: a package\'s checks get a pool of their own, made at first use and closed once no app uses the package', async (t) => {
+  const { log, lines } = capture();
+  let apps: AppSpec[] = [];
+  const pools = new DaemonCheckPools(1, log, new Metrics(), () => apps);
+  t.teardown(() => Promise.all(pools.closes()));
+  const leak = plugin('containment-leak', 'leak', { mb: 1 });
+  const port: MonitorSpec = { type: 'port', text: 'port:tcp:1', params: {}, workerModule: 'file:///x.js', runsCommands: false };
+  t.equal(pools.pluginPools.size, 0, 'no plugin pool before a plugin check');
+  t.equal(pools.poolFor(port), pools.pool, 'a built-in check runs on the general pool');
+  const own = pools.poolFor(leak);
+  t.not(own, pools.pool, 'a package\'s check does not');
+  t.not(own, pools.commandPool);
+  t.equal(pools.poolFor(plugin('containment-spin', 'spin', {})) === own, false, 'another package gets another pool');
+  t.same([...pools.pluginPools.keys()].sort(), ['vipcast-monitor-containment-leak', 'vipcast-monitor-containment-spin']);
+  apps = [{ monitors: [leak] } as unknown as AppSpec];
+  t.equal((await own.run(leak, 10_000)).ok, true, 'the check runs there');
+  await sleep(6000);
+  t.same([...pools.pluginPools.keys()], ['vipcast-monitor-containment-leak'], 'a sweep closed the pool of the package no app uses');
+  apps = [];
+  const until = Date.now() + 15_000;
+  while (pools.pluginPools.size > 0 && Date.now() < until) await sleep(100);
+  t.equal(pools.pluginPools.size, 0, 'the last one too, once its app is gone (a reload removed it)');
+  t.ok(lines.some((l) => l.msg === 'no app uses plugin vipcast-monitor-containment-leak any more: closing its check worker'), 'logged');
+  const closed = await own.run(leak, 1000);
+  t.equal(closed.reason, 'the check pool is closed', 'its pool is closed');
 });
