@@ -4,8 +4,8 @@
  * `runMonitorOnce(plugin, spec)` loads the plugin (a package folder or name, through vipcast's own plugin loader and
  * its checks; or a descriptor object), parses `spec` as a config file's `apps[].monitors` entry is parsed, checks that
  * the params survive structured clone (they are copied to a worker thread for every check), then runs the check once
- * in a real worker thread of a one-worker check pool (closed before it returns), with the same timeout, abort signal
- * and result rules as the daemon. Problems before the check are thrown as the coded errors vipcast gives for them
+ * in a real worker thread of a one-worker check pool (closed before it returns), with the same timeout, abort signal,
+ * memory limits and result rules as the daemon gives a plugin package's checks (daemon-check-pools.ts). Problems before the check are thrown as the coded errors vipcast gives for them
  * (`VIPCAST_ERR_PLUGIN_*` for the package, `VIPCAST_ERR_VALUE` for the spec or its params); the check's own failure
  * is a result (`ok: false` and its reason), as in the daemon.
  */
@@ -18,6 +18,7 @@ import { messagesOf } from './core/config/problems.js';
 import { MonitorRegistry } from './core/monitor-registry.js';
 import { loadPlugin } from './core/plugin-loader.js';
 import { CheckPool } from './core/check-pool.js';
+import { PLUGIN_RESOURCE_LIMITS } from './core/daemon-check-pools.js';
 
 /** Options of `runMonitorOnce`. */
 export interface RunMonitorOnceOptions {
@@ -76,7 +77,8 @@ export async function runMonitorOnce(plugin: string | MonitorPlugin, spec: strin
   assertCloneable(monitor.params, path);
   const timeoutMs = opts.timeoutMs ?? 5000;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new VipcastError('VIPCAST_ERR_VALUE', `timeoutMs: ${String(timeoutMs)} is not a positive number of milliseconds`);
-  const pool = new CheckPool({ workers: 1 });
+  // As the daemon runs a package's checks: a worker of its own with memory limits (a leak answers "ran out of memory").
+  const pool = new CheckPool({ workers: 1, plugin: typeof plugin === 'string' ? plugin : descriptor.name, resourceLimits: PLUGIN_RESOURCE_LIMITS });
   try {
     const result = await pool.run(monitor, timeoutMs);
     return { ok: result.ok, reason: result.reason, durationMs: result.durationMs, monitor };

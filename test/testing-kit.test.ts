@@ -150,3 +150,19 @@ t.test('runMonitorOnce: a check that never settles is answered down at its timeo
   t.ok(performance.now() - started < 20_000, 'returned (the worker did not hold it)');
   t.ok(res.durationMs >= 300, `durationMs ${res.durationMs} counts the timeout`);
 });
+
+t.test('runMonitorOnce runs the check under the memory limits the daemon gives a plugin\'s worker: a leak is a down result, not a dead test process', async (t) => {
+  const dir = writePackage(join(t.testdir(), 'kit'), {
+    check: `const kept = [];
+  for (;;) {
+    const chunk = [];
+    for (let i = 0; i < 100_000; i++) chunk.push({ i, s: 'leak-' + i });
+    kept.push(chunk);
+    await new Promise((r) => setImmediate(r));
+  }`,
+  });
+  const r = await runMonitorOnce(dir, 'kit:up', { timeoutMs: 20_000 });
+  t.equal(r.ok, false);
+  t.equal(r.reason, 'check worker ran out of memory');
+  t.ok(process.memoryUsage().rss < 1024 * 1024 * 1024, `this process stayed small (rss ${Math.round(process.memoryUsage().rss / 1048576)} MB)`);
+});

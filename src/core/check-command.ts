@@ -2,17 +2,16 @@
  * `vipcast check -c FILE [APP]`: run every monitor of the config's apps (or of APP) once and print each result and
  * how long it took (the `telegraf --test` of vipcast). The config is loaded as `validate` loads it (plugin packages
  * included); the checks run in real worker threads, as the daemon runs them: a pool for the built-in checks, one worker
- * for checks that start processes, and one worker per third-party check module (a plugin's check that spins or
- * crashes its worker never delays or re-runs another's), all closed before the command ends. Nothing else: no router, no host network (no
+ * for checks that start processes, and one worker per plugin package with the daemon's memory limits and recycling
+ * (daemon-check-pools.ts: a plugin's check that spins, leaks or crashes its worker never delays or re-runs another's),
+ * all closed before the command ends. Nothing else: no router, no host network (no
  * route, address or NAT rule is touched), no API, no discovery source (only the file's `apps`); no daemon need run.
  */
 import { performance } from 'node:perf_hooks';
 import type { AppSpec, MonitorSpec } from '../plugin-api.js';
 import type { VipcastConfig } from './config-types.js';
 import { CheckPool } from './check-pool.js';
-
-/** Where the built-in monitors' check modules are (`src/plugins/monitors/NAME/check.js`). */
-const BUILTIN_MONITORS = new URL('../plugins/monitors/', import.meta.url).href;
+import { PLUGIN_MAX_STUCK, PLUGIN_RESOURCE_LIMITS } from './daemon-check-pools.js';
 
 /** One monitor's answer. */
 export interface CheckRow {
@@ -51,9 +50,14 @@ export async function runChecks(config: VipcastConfig, apps: readonly AppSpec[])
   const started = performance.now();
   const pools = new Map<string, CheckPool>();
   const pool = (spec: MonitorSpec): CheckPool => {
-    const key = spec.runsCommands ? 'commands' : spec.workerModule.startsWith(BUILTIN_MONITORS) ? 'checks' : spec.workerModule;
+    const key = spec.plugin !== undefined ? `plugin:${spec.plugin}` : spec.runsCommands ? 'commands' : 'checks';
     let p = pools.get(key);
-    if (p === undefined) pools.set(key, (p = new CheckPool({ workers: key === 'checks' ? config.agent.checkWorkers : 1 })));
+    if (p === undefined) {
+      p = spec.plugin !== undefined
+        ? new CheckPool({ workers: 1, plugin: spec.plugin, resourceLimits: PLUGIN_RESOURCE_LIMITS, maxStuckChecks: PLUGIN_MAX_STUCK })
+        : new CheckPool({ workers: key === 'checks' ? config.agent.checkWorkers : 1 });
+      pools.set(key, p);
+    }
     return p;
   };
   try {
