@@ -3,41 +3,13 @@
  * networking). Exported to plugin authors as `vipcast/plugin-api`. Everything here is types, constants and the identity
  * helpers `defineMonitor`/`defineCheck` only, so a plugin package can depend on it without pulling in the daemon.
  */
+import type { Community, NatBinding, NatRule, Origin, PeerSpec, PeerState, Prefix, Route, VipBinding } from './plugin-api-values.js';
+
+// The values the contracts talk about, for plugin authors too.
+export type { Community, Family, NatBinding, NatRule, Origin, PeerSpec, PeerState, Prefix, Route, VipBinding } from './plugin-api-values.js';
 
 /** The plugin API version this vipcast provides. Plugins declare the semver range they need in `apiVersion`. */
 export const PLUGIN_API_VERSION = '1.0.0';
-
-/** Address family of a prefix. */
-export type Family = 'ipv4' | 'ipv6';
-
-/** A validated IP prefix (host bits clear, length in range). Built only by `parsePrefix`. */
-export interface Prefix {
-  /** Canonical address text (IPv6 in RFC 5952 form). */
-  readonly address: string;
-  /** Prefix length: 0..32 for IPv4, 0..128 for IPv6. */
-  readonly length: number;
-  readonly family: Family;
-  /** Canonical `address/length`: the identity of a route. */
-  readonly text: string;
-}
-
-/** A validated BGP community: standard `a:b` (RFC 1997) or large `a:b:c` (RFC 8092). */
-export type Community =
-  | { readonly type: 'standard'; /** asn * 65536 + value, as sent on the wire. */ readonly value: number; readonly text: string }
-  | { readonly type: 'large'; readonly global: number; readonly local1: number; readonly local2: number; readonly text: string };
-
-/** BGP ORIGIN attribute. */
-export type Origin = 'igp' | 'egp' | 'incomplete';
-
-/** One route vipcast wants announced (or has announced). */
-export interface Route {
-  readonly prefix: Prefix;
-  /** Name of the app this route belongs to. */
-  readonly app: string;
-  readonly origin: Origin;
-  /** Global communities followed by the VIP's own, de-duplicated, in config order. */
-  readonly communities: readonly Community[];
-}
 
 /** The result of one health check. */
 export interface CheckResult {
@@ -310,15 +282,6 @@ export function defineCheck<Params>(check: CheckFunction<Params>): CheckFunction
 /** How an app entered vipcast. */
 export type AppSource = 'config' | 'http' | 'consul' | (string & {});
 
-/** A NAT rule: traffic to VIP:listenPort is DNAT-ed to local_ip:targetPort. */
-export interface NatRule {
-  readonly protocol: 'tcp' | 'udp';
-  readonly listenPort: number;
-  readonly targetPort: number;
-  /** Canonical gocast form `tcp:53:8053`. */
-  readonly text: string;
-}
-
 /** A validated app: one service, its VIPs, how to check it and what to do while it is healthy. */
 export interface AppSpec {
   /** Unique, 1..64 chars of [A-Za-z0-9_.-]; the loopback label is `lo:` + the first 12 chars. */
@@ -335,30 +298,6 @@ export interface AppSpec {
   readonly fall: number;
   readonly intervalMs: number;
   readonly timeoutMs: number;
-}
-
-/** A BGP peer, validated. */
-export interface PeerSpec {
-  /** Peer address; undefined means "the default gateway", resolved by the router. */
-  readonly address?: string;
-  readonly asn: number;
-  /** undefined = eBGP multihop (TTL 255) when the AS differ; false = never; true = always. */
-  readonly multiHop?: boolean;
-  /** MD5 password, resolved from `md5_password` or the env var named by `md5_env_var`. Never logged. */
-  readonly md5Password?: string;
-  readonly md5EnvVar?: string;
-  readonly communities: readonly Community[];
-}
-
-/** State of one BGP session, for the API. Never carries a password. */
-export interface PeerState {
-  readonly address: string;
-  readonly asn: number;
-  readonly state: string;
-  /** Seconds since the session was established, 0 when not established. */
-  readonly uptimeSeconds: number;
-  readonly prefixesSent: number;
-  readonly prefixesReceived: number;
 }
 
 /**
@@ -390,19 +329,6 @@ export interface Router {
   onReconnect?(cb: () => void): () => void;
   /** Withdraw nothing by itself; releases connections. Safe to call twice. */
   close(): Promise<void>;
-}
-
-/** An address vipcast keeps on the loopback interface for an app. */
-export interface VipBinding {
-  readonly app: string;
-  readonly prefix: Prefix;
-}
-
-/** One NAT rule bound to a VIP. */
-export interface NatBinding {
-  readonly app: string;
-  readonly vip: Prefix;
-  readonly rule: NatRule;
 }
 
 /**
