@@ -101,7 +101,8 @@ apps:
     vip: 198.18.101.3/32
     monitors: ["never-settles:${targetPort}"]
 `);
-  const d = new DaemonProcess(['run', '-c', file]);
+  // plain: without tap's loaders, which every worker thread would load too (RSS as in production).
+  const d = new DaemonProcess(['run', '-c', file], { plain: true });
   t.teardown(() => d.stop());
   const pid = d.child.pid!;
   let maxRss = 0;
