@@ -7,41 +7,23 @@
  * withdraws it at BIRD and takes its address off lo, while the source's other app stays.
  */
 import t from 'tap';
-import { execFile, type ChildProcess } from 'node:child_process';
-import { promisify } from 'node:util';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { labSkip, waitFor } from './lab/netns.js';
 import { NODE_AS, nsFetch, stackFor } from './lab/stack.js';
 import { hasVip, startServer } from './lab/traffic.js';
+import { installPackedFixture } from './helpers/packages.js';
 
-const pexec = promisify(execFile);
-const FIXTURE = fileURLToPath(new URL('../../test/fixtures/plugins/vipcast-discovery-jsonfile', import.meta.url));
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
 const FOUND = '198.18.247.1/32';
 const OTHER = '198.18.247.2/32';
 const PORT = 18247;
 const API = 'http://127.0.0.1:9247';
 
-/** `npm pack` the fixture into a temp dir and `npm install` the tarball into `dir` (offline: no registry). */
-async function installPacked(dir: string): Promise<void> {
-  const packDir = mkdtempSync(join(tmpdir(), 'vipcast-pack-'));
-  try {
-    await pexec('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: FIXTURE });
-    const tgz = readdirSync(packDir).find((f) => f.endsWith('.tgz'));
-    if (!tgz) throw new Error(`npm pack left no tarball in ${packDir}`);
-    writeFileSync(join(dir, 'package.json'), '{ "name": "vipcast-site", "private": true }\n');
-    await pexec('npm', ['install', '--silent', '--no-audit', '--no-fund', '--ignore-scripts', '--offline', join(packDir, tgz)], { cwd: dir });
-  } finally {
-    rmSync(packDir, { recursive: true, force: true });
-  }
-}
-
 t.test('a packed discovery plugin with the gobgp router and a real BIRD: the discovered app is checked, announced at BIRD, withdrawn when removed from its file', { skip, timeout: 120_000 }, async (t) => {
   const s = await stackFor(t);
-  await installPacked(s.dir);
+  await installPackedFixture(s.dir, 'vipcast-discovery-jsonfile');
   t.ok(existsSync(join(s.dir, 'node_modules', 'vipcast-discovery-jsonfile', 'index.js')), 'installed from the tarball');
   const appsFile = join(s.dir, 'apps.json');
   const writeApps = (list: unknown[]): void => writeFileSync(appsFile, JSON.stringify(list));

@@ -10,36 +10,17 @@
  * delivery).
  */
 import t from 'tap';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import { DaemonProcess, freePort, type LogLine } from './helpers/daemon.js';
+import { installPackedFixture } from './helpers/packages.js';
 
-const pexec = promisify(execFile);
-const FIXTURE = fileURLToPath(new URL('../../test/fixtures/plugins/vipcast-discovery-jsonfile', import.meta.url));
 const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
 const isReloadOutcome = (l: LogLine) => l.component === 'reload' && /^reload(: (done|nothing changed)| refused| failed)/.test(l.msg);
 
-/** `npm pack` the fixture into a temp dir and `npm install` the tarball into `dir` (its node_modules). */
-async function installFixture(dir: string): Promise<void> {
-  const packDir = mkdtempSync(join(tmpdir(), 'vipcast-pack-'));
-  try {
-    await pexec('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: FIXTURE });
-    const tgz = readdirSync(packDir).find((f) => f.endsWith('.tgz'));
-    if (!tgz) throw new Error(`npm pack left no tarball in ${packDir}`);
-    writeFileSync(join(dir, 'package.json'), '{ "name": "vipcast-site", "private": true }\n');
-    await pexec('npm', ['install', '--silent', '--no-audit', '--no-fund', '--ignore-scripts', '--offline', join(packDir, tgz)], { cwd: dir });
-  } finally {
-    rmSync(packDir, { recursive: true, force: true });
-  }
-}
-
 t.test('a reload that moves an app from the config file to a new discovery source withdraws nothing while the source has not delivered; then strays go', async (t) => {
   const dir = t.testdir();
-  await installFixture(dir);
+  await installPackedFixture(dir, 'vipcast-discovery-jsonfile');
   const apiPort = await freePort();
   const appsFile = join(dir, 'apps.json');
   const file = join(dir, 'vipcast.yaml');

@@ -7,8 +7,7 @@
  * settings starts the new instance before the old one closes, withdrawing nothing.
  */
 import t from 'tap';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -16,24 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/core/config.js';
 import { errorDetails } from '../src/core/errors.js';
 import { BIN, DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
+import { installPackedFixture } from './helpers/packages.js';
 
 const pexec = promisify(execFile);
-const FIXTURE = fileURLToPath(new URL('../../test/fixtures/plugins/vipcast-discovery-jsonfile', import.meta.url));
 const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
-
-/** `npm pack` the fixture into a temp dir and `npm install` the tarball into `dir` (its node_modules). */
-async function installFixture(dir: string): Promise<void> {
-  const packDir = mkdtempSync(join(tmpdir(), 'vipcast-pack-'));
-  try {
-    await pexec('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: FIXTURE });
-    const tgz = readdirSync(packDir).find((f) => f.endsWith('.tgz'));
-    if (!tgz) throw new Error(`npm pack left no tarball in ${packDir}`);
-    writeFileSync(join(dir, 'package.json'), '{ "name": "vipcast-site", "private": true }\n');
-    await pexec('npm', ['install', '--silent', '--no-audit', '--no-fund', '--ignore-scripts', '--offline', join(packDir, tgz)], { cwd: dir });
-  } finally {
-    rmSync(packDir, { recursive: true, force: true });
-  }
-}
 
 const HEAD = `
 agent:
@@ -51,7 +36,7 @@ plugins: [vipcast-discovery-jsonfile]
 
 t.test('discovery: entries are parsed by their plugin; every error names its key path', async (t) => {
   const dir = t.testdir();
-  await installFixture(dir);
+  await installPackedFixture(dir, 'vipcast-discovery-jsonfile');
   const apps = join(dir, 'apps.json');
   const load = async (body: string): Promise<string[]> => {
     const file = join(dir, 'vipcast.yaml');
@@ -86,7 +71,7 @@ t.test('discovery: entries are parsed by their plugin; every error names its key
 
 t.test('vipcast run: a packed discovery plugin\'s apps are checked, announced, withdrawn when removed; a settings change swaps the instance without a withdraw', async (t) => {
   const dir = t.testdir();
-  await installFixture(dir);
+  await installPackedFixture(dir, 'vipcast-discovery-jsonfile');
   const [port, apiPort] = [await freePort(), await freePort()];
   const appsFile = join(dir, 'apps.json');
   const writeApps = (list: unknown[]): void => writeFileSync(appsFile, JSON.stringify(list));

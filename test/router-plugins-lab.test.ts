@@ -6,33 +6,16 @@
  * built-in gobgp at a real BIRD; a broken router plugin added by reload leaves the running config in force.
  */
 import t from 'tap';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labSkip, nsRun, waitFor } from './lab/netns.js';
 import { stackFor, type Stack } from './lab/stack.js';
 import type { DaemonProcess } from './helpers/daemon.js';
+import { installPackedFixture } from './helpers/packages.js';
 
-const pexec = promisify(execFile);
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'iptables']);
-
-/** `npm pack` the fixture into a temp dir and `npm install` the tarball into `dir` (offline: no registry). */
-async function installPacked(dir: string, fixture: string): Promise<void> {
-  const packDir = mkdtempSync(join(tmpdir(), 'vipcast-pack-'));
-  try {
-    await pexec('npm', ['pack', '--silent', '--pack-destination', packDir], { cwd: join(FIXTURES, fixture) });
-    const tgz = readdirSync(packDir).find((f) => f.endsWith('.tgz'));
-    if (!tgz) throw new Error(`npm pack left no tarball in ${packDir}`);
-    if (!existsSync(join(dir, 'package.json'))) writeFileSync(join(dir, 'package.json'), '{ "name": "vipcast-site", "private": true }\n');
-    await pexec('npm', ['install', '--silent', '--no-audit', '--no-fund', '--ignore-scripts', '--offline', join(packDir, tgz)], { cwd: dir });
-  } finally {
-    rmSync(packDir, { recursive: true, force: true });
-  }
-}
 
 /** The lab's config with its routing section replaced. */
 function withRouting(s: Stack, routing: string, extra = ''): string {
@@ -55,7 +38,7 @@ async function hup(d: DaemonProcess): Promise<{ msg: string; [k: string]: unknow
 
 t.test('a packed third-party router package is used by the real vipcast run: announce, withdraw on a failing check and at shutdown', { skip }, async (t) => {
   const s = await stackFor(t);
-  await installPacked(s.dir, 'vipcast-router-jsonl');
+  await installPackedFixture(s.dir, 'vipcast-router-jsonl');
   t.ok(existsSync(join(s.dir, 'node_modules', 'vipcast-router-jsonl', 'index.js')), 'installed from the tarball');
   const rib = join(s.dir, 'rib.jsonl');
   const flag = join(s.dir, 'down.flag');
