@@ -6,34 +6,17 @@
  * plugin error is what the user sees, once; a name clash with a built-in says so plainly.
  */
 import t from 'tap';
-import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { loadPlugin, probeWorkerModule } from '../src/core/plugin-loader.js';
 import { MonitorRegistry, builtinMonitors } from '../src/core/monitor-registry.js';
 import { VipcastError } from '../src/core/errors.js';
 import { loadConfig } from '../src/core/config.js';
 import type { MonitorPlugin } from '../src/plugin-api.js';
 import { BIN } from './helpers/daemon.js';
+import { installFixtureCopy, settledCode } from './helpers/packages.js';
 
-const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
-
-function install(dir: string, fixture: string, pkgName: string): string {
-  const dest = join(dir, 'node_modules', pkgName);
-  mkdirSync(dest, { recursive: true });
-  cpSync(join(FIXTURES, fixture), dest, { recursive: true });
-  return dest;
-}
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'no error';
-  } catch (err) {
-    return err instanceof VipcastError ? `${err.code}: ${err.message}` : `not coded: ${String(err)}`;
-  }
-}
 
 /** Run the vipcast CLI to its exit (bounded: 60 s, far above the second a refused config takes). */
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -44,15 +27,15 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
 
 t.test('a workerModule that is missing, exports no check or throws on import fails the load with a coded error naming plugins[i] and the module', async (t) => {
   const dir = t.testdir({});
-  const missing = install(dir, 'load-missing-worker-module', 'vipcast-monitor-missing-worker');
-  const noCheck = install(dir, 'load-no-check-export', 'vipcast-monitor-no-check');
-  const throws = install(dir, 'load-worker-throws', 'vipcast-monitor-worker-throws');
-  t.equal(await code(loadPlugin('vipcast-monitor-missing-worker', dir, { path: 'plugins[0]' })),
+  const missing = installFixtureCopy(dir, 'load-missing-worker-module', 'vipcast-monitor-missing-worker');
+  const noCheck = installFixtureCopy(dir, 'load-no-check-export', 'vipcast-monitor-no-check');
+  const throws = installFixtureCopy(dir, 'load-worker-throws', 'vipcast-monitor-worker-throws');
+  t.equal(await settledCode(loadPlugin('vipcast-monitor-missing-worker', dir, { path: 'plugins[0]' })),
     `VIPCAST_ERR_PLUGIN_SHAPE: plugins[0]: plugin "vipcast-monitor-missing-worker": its workerModule "./dist/check.js" (${join(missing, 'dist/check.js')}) does not exist`);
-  t.equal(await code(loadPlugin('vipcast-monitor-no-check', dir, { path: 'plugins[1]' })),
+  t.equal(await settledCode(loadPlugin('vipcast-monitor-no-check', dir, { path: 'plugins[1]' })),
     `VIPCAST_ERR_PLUGIN_SHAPE: plugins[1]: plugin "vipcast-monitor-no-check": its workerModule "./worker.js" (${join(noCheck, 'worker.js')}) exports no check function ` +
     '(want `export async function check`, `exports.check`, or a default export that is the function or has a check function; it exports chek)');
-  t.equal(await code(loadPlugin('vipcast-monitor-worker-throws', dir, { path: 'plugins[2]' })),
+  t.equal(await settledCode(loadPlugin('vipcast-monitor-worker-throws', dir, { path: 'plugins[2]' })),
     `VIPCAST_ERR_PLUGIN_LOAD: plugins[2]: plugin "vipcast-monitor-worker-throws": its workerModule "./check.js" (${join(throws, 'check.js')}) failed to load in a worker thread: fixture: the worker module cannot initialise`);
   // The load error carries what the descriptor said it is: the config leaves its monitor type out of "unknown type".
   const err = await loadPlugin('vipcast-monitor-no-check', dir).catch((e: unknown) => e) as { kind?: string; pluginName?: string };
@@ -61,9 +44,9 @@ t.test('a workerModule that is missing, exports no check or throws on import fai
 
 t.test('the worker module is imported in a worker thread, never on the main thread; valid CommonJS, ESM and URL workerModules pass', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'load-worker-isolated', 'vipcast-monitor-isolated');
-  install(dir, 'cjs-ok', 'vipcast-monitor-file');
-  install(dir, 'esm-ok', '@acme/vipcast-monitor-env');
+  installFixtureCopy(dir, 'load-worker-isolated', 'vipcast-monitor-isolated');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file');
+  installFixtureCopy(dir, 'esm-ok', '@acme/vipcast-monitor-env');
   const marker = (): unknown => (globalThis as Record<string, unknown>).vipcastFixtureWorkerImports;
   const isolated = await loadPlugin('vipcast-monitor-isolated', dir) as MonitorPlugin;
   t.equal(isolated.name, 'isolated');
@@ -76,11 +59,11 @@ t.test('the worker module is imported in a worker thread, never on the main thre
 
 t.test('a worker module that passed is probed again once its file changes: a check export removed by an upgrade fails the next load', async (t) => {
   const dir = t.testdir({});
-  const dest = install(dir, 'load-uncloneable-params', 'vipcast-monitor-changes');
+  const dest = installFixtureCopy(dir, 'load-uncloneable-params', 'vipcast-monitor-changes');
   t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable');
   t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable', 'unchanged: loads again');
   writeFileSync(join(dest, 'check.js'), 'exports.checks = async () => ({ ok: true, reason: "renamed" });\n');
-  t.match(await code(loadPlugin('vipcast-monitor-changes', dir, { path: 'plugins[0]' })), /^VIPCAST_ERR_PLUGIN_SHAPE: plugins\[0\]: .*exports no check function .*it exports checks\)$/);
+  t.match(await settledCode(loadPlugin('vipcast-monitor-changes', dir, { path: 'plugins[0]' })), /^VIPCAST_ERR_PLUGIN_SHAPE: plugins\[0\]: .*exports no check function .*it exports checks\)$/);
   writeFileSync(join(dest, 'check.js'), 'exports.check = async () => ({ ok: true, reason: "fixed" });\n');
   t.equal((await loadPlugin('vipcast-monitor-changes', dir)).name, 'uncloneable', 'fixed: loads again');
 });
@@ -98,7 +81,7 @@ t.test('the probe thread contains a worker module that hangs, never settles or e
 
 t.test('params that can\'t be structured-cloned are refused at parse time with the key path, not every interval as "check worker died"', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'load-uncloneable-params', 'vipcast-monitor-uncloneable');
+  installFixtureCopy(dir, 'load-uncloneable-params', 'vipcast-monitor-uncloneable');
   const plugin = await loadPlugin('vipcast-monitor-uncloneable', dir) as MonitorPlugin;
   const registry = new MonitorRegistry([...builtinMonitors(), plugin]);
   t.throws(() => registry.parse('uncloneable:x', { path: 'apps[2].monitors[0]', baseDir: dir, trusted: true }),
@@ -121,8 +104,8 @@ apps:
 
 t.test('a package that clashes with a built-in says so plainly; a package listed twice is named once', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'load-builtin-clash', 'vipcast-monitor-port');
-  install(dir, 'cjs-ok', 'vipcast-monitor-file');
+  installFixtureCopy(dir, 'load-builtin-clash', 'vipcast-monitor-port');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file');
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, `
 plugins: [vipcast-monitor-port, vipcast-monitor-file, vipcast-monitor-file]
@@ -140,10 +123,10 @@ apps:
 
 t.test('vipcast validate and vipcast run: the coded plugin errors, once each, no "unknown monitor type", exit 2', async (t) => {
   const dir = t.testdir({});
-  const missing = install(dir, 'load-missing-worker-module', 'vipcast-monitor-missing-worker');
-  const noCheck = install(dir, 'load-no-check-export', 'vipcast-monitor-no-check');
-  install(dir, 'load-uncloneable-params', 'vipcast-monitor-uncloneable');
-  install(dir, 'load-builtin-clash', 'vipcast-monitor-port');
+  const missing = installFixtureCopy(dir, 'load-missing-worker-module', 'vipcast-monitor-missing-worker');
+  const noCheck = installFixtureCopy(dir, 'load-no-check-export', 'vipcast-monitor-no-check');
+  installFixtureCopy(dir, 'load-uncloneable-params', 'vipcast-monitor-uncloneable');
+  installFixtureCopy(dir, 'load-builtin-clash', 'vipcast-monitor-port');
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, `
 plugins: [vipcast-monitor-missing-worker, vipcast-monitor-no-check, vipcast-monitor-uncloneable, vipcast-monitor-port]

@@ -5,10 +5,9 @@
  * PluginRegistry, and a package that failed is the one error the user sees for it (`vipcast validate` too).
  */
 import t from 'tap';
-import { cpSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { loadPlugin } from '../src/core/plugin-loader.js';
 import { MonitorRegistry, builtinMonitors } from '../src/core/monitor-registry.js';
 import { CheckPool } from '../src/core/check-pool.js';
@@ -19,31 +18,16 @@ import { appFromRegistration } from '../src/core/registration.js';
 import { consulSettings, loadConfig, parseConfigText } from '../src/core/config.js';
 import type { AppSpec, Discovery, DiscoveryPlugin, MonitorPlugin, Route, RouterPlugin } from '../src/plugin-api.js';
 import { BIN } from './helpers/daemon.js';
+import { installFixtureCopy, settledCode } from './helpers/packages.js';
 
-const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
-
-function install(dir: string, fixture: string, pkgName: string): void {
-  const dest = join(dir, 'node_modules', pkgName);
-  mkdirSync(dest, { recursive: true });
-  cpSync(join(FIXTURES, fixture), dest, { recursive: true });
-}
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'no error';
-  } catch (err) {
-    return err instanceof VipcastError ? `${err.code}: ${err.message}` : `not coded: ${String(err)}`;
-  }
-}
 
 /** Plugins get a real pino logger (silent: the test reads their results, not their lines). */
 const quietLog = silentLogger();
 
 t.test('CommonJS and ESM-only monitor plugins load, parse specs, and their checks run in the real pool', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'cjs-ok', 'vipcast-monitor-file');
-  install(dir, 'esm-ok', '@acme/vipcast-monitor-env');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file');
+  installFixtureCopy(dir, 'esm-ok', '@acme/vipcast-monitor-env');
   const file = await loadPlugin('vipcast-monitor-file', dir) as MonitorPlugin;
   const env = await loadPlugin('@acme/vipcast-monitor-env', dir) as MonitorPlugin;
   t.equal(file.kind, 'monitor');
@@ -70,21 +54,21 @@ t.test('CommonJS and ESM-only monitor plugins load, parse specs, and their check
 
 t.test('monitor failure modes get coded, explicit errors naming plugins[i] and the package', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'wrong-export', 'vipcast-monitor-wrong');
-  install(dir, 'throws-on-load', 'vipcast-monitor-throws');
-  install(dir, 'missing-dep', 'vipcast-monitor-missing-dep');
-  install(dir, 'version-mismatch', 'vipcast-monitor-future');
-  t.match(await code(loadPlugin('vipcast-monitor-nope', dir, { path: 'plugins[0]' })),
+  installFixtureCopy(dir, 'wrong-export', 'vipcast-monitor-wrong');
+  installFixtureCopy(dir, 'throws-on-load', 'vipcast-monitor-throws');
+  installFixtureCopy(dir, 'missing-dep', 'vipcast-monitor-missing-dep');
+  installFixtureCopy(dir, 'version-mismatch', 'vipcast-monitor-future');
+  t.match(await settledCode(loadPlugin('vipcast-monitor-nope', dir, { path: 'plugins[0]' })),
     /^VIPCAST_ERR_PLUGIN_NOT_FOUND: plugins\[0\]: plugin "vipcast-monitor-nope" is not installed.*npm install vipcast-monitor-nope/);
-  t.match(await code(loadPlugin('vipcast-monitor-wrong', dir, { path: 'plugins[1]' })),
+  t.match(await settledCode(loadPlugin('vipcast-monitor-wrong', dir, { path: 'plugins[1]' })),
     /^VIPCAST_ERR_PLUGIN_SHAPE: plugins\[1\]: plugin "vipcast-monitor-wrong" does not export a vipcast plugin: "version" must be a non-empty string; "apiVersion" must be a non-empty string; name "Wrong Name" must match/);
-  t.match(await code(loadPlugin('vipcast-monitor-throws', dir, { path: 'plugins[2]' })),
+  t.match(await settledCode(loadPlugin('vipcast-monitor-throws', dir, { path: 'plugins[2]' })),
     /^VIPCAST_ERR_PLUGIN_LOAD: plugins\[2\]: plugin "vipcast-monitor-throws" is installed but failed to load: boom: plugin initialisation failed/);
-  t.match(await code(loadPlugin('vipcast-monitor-missing-dep', dir, { path: 'plugins[3]' })),
+  t.match(await settledCode(loadPlugin('vipcast-monitor-missing-dep', dir, { path: 'plugins[3]' })),
     /^VIPCAST_ERR_PLUGIN_LOAD: plugins\[3\]: plugin "vipcast-monitor-missing-dep" .*dependencies is missing.*vipcast-no-such-dependency/);
-  t.match(await code(loadPlugin('vipcast-monitor-future', dir, { path: 'plugins[4]' })),
+  t.match(await settledCode(loadPlugin('vipcast-monitor-future', dir, { path: 'plugins[4]' })),
     /^VIPCAST_ERR_PLUGIN_VERSION: plugins\[4\]: plugin "vipcast-monitor-future" 9\.0\.0 needs plugin API \^2\.0\.0; this vipcast provides 1\.0\.0/);
-  t.match(await code(loadPlugin('vipcast-monitor-nope', dir)), /^VIPCAST_ERR_PLUGIN_NOT_FOUND: plugins: /, 'the path defaults to "plugins"');
+  t.match(await settledCode(loadPlugin('vipcast-monitor-nope', dir)), /^VIPCAST_ERR_PLUGIN_NOT_FOUND: plugins: /, 'the path defaults to "plugins"');
 });
 
 /** Every router and discovery fixture: [fixture, package name, the outcome of loadPlugin at plugins[i]]. */
@@ -113,10 +97,10 @@ const FAMILY_FIXTURES: ReadonlyArray<readonly [string, string, { kind: string; n
 
 t.test(`${FAMILY_FIXTURES.length} router and discovery fixture packages: each loads into its family, or gives its coded error naming plugins[i]`, async (t) => {
   const dir = t.testdir({});
-  for (const [fixture, pkg] of FAMILY_FIXTURES) install(dir, fixture, pkg);
+  for (const [fixture, pkg] of FAMILY_FIXTURES) installFixtureCopy(dir, fixture, pkg);
   for (const [i, [fixture, pkg, want]] of FAMILY_FIXTURES.entries()) {
     if (want instanceof RegExp) {
-      t.match(await code(loadPlugin(pkg, dir, { path: `plugins[${i}]` })), want, fixture);
+      t.match(await settledCode(loadPlugin(pkg, dir, { path: `plugins[${i}]` })), want, fixture);
       continue;
     }
     const plugin = await loadPlugin(pkg, dir, { path: `plugins[${i}]` });
@@ -134,8 +118,8 @@ function route(prefix: string, app: string): Route {
 
 t.test('a CommonJS router (create returns the router) and an ESM-only one (async create) are built from their settings and route', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'router-cjs', 'vipcast-router-memory');
-  install(dir, 'router-esm', '@acme/vipcast-router-log');
+  installFixtureCopy(dir, 'router-cjs', 'vipcast-router-memory');
+  installFixtureCopy(dir, 'router-esm', '@acme/vipcast-router-log');
   const bgp = { localAs: 65001, listenPort: -1, origin: 'igp' as const, communities: [], peers: [{ address: '198.18.0.1', asn: 65000, communities: [] }] };
   for (const pkg of ['vipcast-router-memory', '@acme/vipcast-router-log']) {
     const plugin = await loadPlugin(pkg, dir) as RouterPlugin;
@@ -158,8 +142,8 @@ t.test('a CommonJS router (create returns the router) and an ESM-only one (async
 
 t.test('CommonJS and ESM-only discovery sources build their apps through the daemon services (the real registration parser)', async (t) => {
   const dir = t.testdir({ 'apps.json': JSON.stringify([{ name: 'dns', vip: '198.18.100.53/32', monitor: 'port:udp:53' }]) });
-  install(dir, 'discovery-cjs', 'vipcast-discovery-static');
-  install(dir, 'discovery-esm', '@acme/vipcast-discovery-jsonfile');
+  installFixtureCopy(dir, 'discovery-cjs', 'vipcast-discovery-static');
+  installFixtureCopy(dir, 'discovery-esm', '@acme/vipcast-discovery-jsonfile');
   const config = parseConfigText('routing: { plugin: dry-run }\n', join(dir, 'vipcast.yaml'), { env: {} });
   const services = {
     appFrom: (p: Parameters<typeof appFromRegistration>[0], _path: string): AppSpec => ({ ...appFromRegistration(p, 'plugin', config.agent, config.monitors, consulSettings(config.agent, {})) }),
@@ -182,10 +166,10 @@ t.test('CommonJS and ESM-only discovery sources build their apps through the dae
 
 t.test('bad settings are refused by parseSettings with the key path; a factory that throws rejects with its own reason', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'router-bad-settings', 'vipcast-router-jsonfile');
-  install(dir, 'discovery-bad-settings', 'vipcast-discovery-cmdb');
-  install(dir, 'router-factory-throws', 'vipcast-router-factory-throws');
-  install(dir, 'discovery-factory-throws', 'vipcast-discovery-factory-throws');
+  installFixtureCopy(dir, 'router-bad-settings', 'vipcast-router-jsonfile');
+  installFixtureCopy(dir, 'discovery-bad-settings', 'vipcast-discovery-cmdb');
+  installFixtureCopy(dir, 'router-factory-throws', 'vipcast-router-factory-throws');
+  installFixtureCopy(dir, 'discovery-factory-throws', 'vipcast-discovery-factory-throws');
   const jsonfile = await loadPlugin('vipcast-router-jsonfile', dir) as RouterPlugin;
   t.throws(() => jsonfile.parseSettings({ file: 'rib.jsonl' }, settingsCtx('routing.settings', dir)), /^routing\.settings\.file: "rib\.jsonl" is not an absolute path$/);
   t.throws(() => jsonfile.parseSettings({}, settingsCtx('routing.settings', dir)), /^routing\.settings\.file: missing/);
@@ -223,9 +207,9 @@ module.exports = new Descriptor();
 
 t.test('plugins: of every family load at config load into the config\'s PluginRegistry, with the package as origin', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'cjs-ok', 'vipcast-monitor-file');
-  install(dir, 'router-cjs', 'vipcast-router-memory');
-  install(dir, 'discovery-esm', '@acme/vipcast-discovery-jsonfile');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file');
+  installFixtureCopy(dir, 'router-cjs', 'vipcast-router-memory');
+  installFixtureCopy(dir, 'discovery-esm', '@acme/vipcast-discovery-jsonfile');
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, `
 plugins: [vipcast-monitor-file, vipcast-router-memory, "@acme/vipcast-discovery-jsonfile"]
@@ -255,11 +239,11 @@ apps:
 
 t.test('a package that failed is the one error for it: no "unknown monitor type" for the apps that use it; a name clash says so', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'cjs-ok', 'vipcast-monitor-file');
-  install(dir, 'version-mismatch', 'vipcast-monitor-future');
-  install(dir, 'router-wrong-kind', 'vipcast-router-wrong-kind');
-  install(dir, 'load-builtin-clash', 'vipcast-monitor-port');
-  install(dir, 'cjs-ok', 'vipcast-monitor-file-copy');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file');
+  installFixtureCopy(dir, 'version-mismatch', 'vipcast-monitor-future');
+  installFixtureCopy(dir, 'router-wrong-kind', 'vipcast-router-wrong-kind');
+  installFixtureCopy(dir, 'load-builtin-clash', 'vipcast-monitor-port');
+  installFixtureCopy(dir, 'cjs-ok', 'vipcast-monitor-file-copy');
   const file = join(dir, 'vipcast.yaml');
   const details = async (yaml: string): Promise<string[]> => {
     writeFileSync(file, yaml);
@@ -309,8 +293,8 @@ apps:
 
 t.test('vipcast validate reports a plugin error with plugins[i], once, and exits 2', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'router-bad-shape', 'vipcast-router-bad-shape');
-  install(dir, 'router-cjs', 'vipcast-router-memory');
+  installFixtureCopy(dir, 'router-bad-shape', 'vipcast-router-bad-shape');
+  installFixtureCopy(dir, 'router-cjs', 'vipcast-router-memory');
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, `
 plugins: [vipcast-router-memory, vipcast-router-bad-shape]
@@ -346,9 +330,9 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
 
 t.test('through vipcast: bad router and discovery settings are refused by validate with their key paths; a discovery factory that throws fails the start naming discovery[i]', async (t) => {
   const dir = t.testdir({});
-  install(dir, 'router-bad-settings', 'vipcast-router-jsonfile');
-  install(dir, 'discovery-bad-settings', 'vipcast-discovery-cmdb');
-  install(dir, 'discovery-factory-throws', 'vipcast-discovery-factory-throws');
+  installFixtureCopy(dir, 'router-bad-settings', 'vipcast-router-jsonfile');
+  installFixtureCopy(dir, 'discovery-bad-settings', 'vipcast-discovery-cmdb');
+  installFixtureCopy(dir, 'discovery-factory-throws', 'vipcast-discovery-factory-throws');
   const file = join(dir, 'vipcast.yaml');
   writeFileSync(file, `
 plugins: [vipcast-router-jsonfile, vipcast-discovery-cmdb]

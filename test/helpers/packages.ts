@@ -1,10 +1,11 @@
 /** Plugin fixture packages installed the way an operator installs a plugin: packed with `npm pack`, then installed. */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { VipcastError } from '../../src/core/errors.js';
 
 const pexec = promisify(execFile);
 
@@ -25,5 +26,23 @@ export async function installPackedFixture(dir: string, fixture: string): Promis
     await pexec('npm', ['install', '--silent', '--no-audit', '--no-fund', '--ignore-scripts', '--offline', join(packDir, tgz)], { cwd: dir });
   } finally {
     rmSync(packDir, { recursive: true, force: true });
+  }
+}
+
+/** Copy the fixture package `fixture` into `dir`'s node_modules as `pkgName` (no npm: the loader's view only). */
+export function installFixtureCopy(dir: string, fixture: string, pkgName: string): string {
+  const dest = join(dir, 'node_modules', pkgName);
+  mkdirSync(dest, { recursive: true });
+  cpSync(join(PLUGIN_FIXTURES, fixture), dest, { recursive: true });
+  return dest;
+}
+
+/** How `p` settles, as one comparable string: `CODE: message` for a VipcastError, `no error`, or `not coded: ...`. */
+export async function settledCode(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'no error';
+  } catch (err) {
+    return err instanceof VipcastError ? `${err.code}: ${err.message}` : `not coded: ${String(err)}`;
   }
 }
