@@ -11,7 +11,8 @@ import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
+import { DaemonProcess, closeServer, freePort } from './helpers/daemon.js';
+import { timeFlips } from './helpers/flips.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
 const PACKAGES = {
@@ -23,8 +24,6 @@ const FLIPS = 5;
 const RSS_BOUND_MB = 400;
 const CONTROL = '198.18.100.10/32';
 
-const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
-
 /** The daemon's resident set, MB (from /proc; 0 once it is gone). */
 function rssMb(pid: number): number {
   try {
@@ -32,15 +31,6 @@ function rssMb(pid: number): number {
     return m === null ? 0 : Number(m[1]) / 1024;
   } catch {
     return 0;
-  }
-}
-
-/** How long after `since` the first line matching `pred` (from line `from`) came; Infinity when none within 5 s. */
-async function took(d: DaemonProcess, pred: (l: LogLine) => boolean, since: number, from: number): Promise<number> {
-  try {
-    return Math.round((await d.waitLine(pred, 5000, 'a route event', from)).at - since);
-  } catch {
-    return Infinity;
   }
 }
 
@@ -113,21 +103,7 @@ apps:
   // The flips are timed once the plugins misbehave: the spinning check has blocked its worker once (about 3 s in).
   await d.waitLine((l) => l.msg === 'a check blocked its worker; terminating the worker' && Array.isArray(l.monitors) && l.monitors.includes('spin'), 30_000, 'the spinning check blocked its worker');
 
-  const withdrawMs: number[] = [];
-  const announceMs: number[] = [];
-  for (let i = 0; i < FLIPS; i++) {
-    let from = d.lines.length;
-    const server = await serve(t, port);
-    const opened = performance.now();
-    announceMs.push(await took(d, isRoute('announce', CONTROL), opened, from));
-    // Let a few rounds of the bad plugins pass between flips.
-    await new Promise((r) => setTimeout(r, 300 + 100 * i));
-    from = d.lines.length;
-    await closeServer(server);
-    const closed = performance.now();
-    withdrawMs.push(await took(d, isRoute('withdraw', CONTROL), closed, from));
-    await new Promise((r) => setTimeout(r, 300));
-  }
+  const { withdrawMs, announceMs } = await timeFlips(t, d, port, CONTROL, FLIPS);
   t.comment(`control app (interval 200 ms): withdrawn ${withdrawMs.join(', ')} ms after its listener closed; announced ${announceMs.join(', ')} ms after it opened`);
   t.comment(`daemon RSS at most ${maxRss.toFixed(0)} MB; never-settling plugin: at most ${maxOpen} sockets open at once, ${closedByPeer} closed with its worker`);
   for (const [i, ms] of withdrawMs.entries()) t.ok(ms < 1000, `flip ${i + 1}: withdrawn within a second (${ms} ms; interval 200 ms + 50 ms + load margin)`);
