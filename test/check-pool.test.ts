@@ -55,7 +55,7 @@ t.test('checks that break the contract become ok:false results, never rejections
   const threwSync = await pool.run(fixture('misbehaving.mjs', { how: 'throw-sync' }), 1000);
   t.same({ ok: threwSync.ok, reason: threwSync.reason }, { ok: false, reason: 'check failed: sync boom' });
   const bad = await pool.run(fixture('misbehaving.mjs', { how: 'bad-result' }), 1000);
-  t.same({ ok: bad.ok, reason: bad.reason }, { ok: false, reason: 'the check returned no { ok, reason } result' });
+  t.same({ ok: bad.ok, reason: bad.reason }, { ok: false, reason: 'check returned a string, want { ok: boolean, reason: string }' });
   const noExport = await pool.run(fixture('no-export.mjs', {}), 1000);
   t.equal(noExport.ok, false);
   t.match(noExport.reason, /no-export\.mjs exports no check function/);

@@ -204,22 +204,53 @@ function clip(text: string): string {
   return text.length > MAX_REASON ? `${text.slice(0, MAX_REASON - 3)}...` : text;
 }
 
-/** An error as a check's reason: its message, prefixed with its code (ECONNREFUSED...) when the message lacks it. */
+/**
+ * An error as a check's reason: its message, prefixed with its code (ECONNREFUSED...) when the message lacks it. Never
+ * throws: a check may throw anything (an object without a prototype, one whose `message` getter throws).
+ */
 export function describeError(err: unknown): string {
-  if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code !== undefined && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  try {
+    if (err instanceof Error) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const message = typeof err.message === 'string' ? err.message : describeValue(err.message);
+      return typeof code === 'string' && !message.includes(code) ? `${code}: ${message}` : message;
+    }
+    return String(err);
+  } catch {
+    return `${describeValue(err)} that cannot be printed`;
   }
-  return String(err);
 }
 
-/** Copy a check's answer into a plain, cloneable result; anything malformed counts as a failure. */
+/** What a value is, for a reason ("undefined", "a number"...); never its content, which may be huge or hostile. */
+function describeValue(value: unknown): string {
+  if (value === undefined || value === null) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  const type = typeof value;
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
+}
+
+/** Tail of every reason for a result that breaks the contract. */
+const WANT_RESULT = 'want { ok: boolean, reason: string }';
+
+/**
+ * Copy a check's answer into a plain, cloneable result. Anything that breaks the contract counts as a failure whose
+ * reason says what was wrong (never up: a check that answers `{ ok: true, reason: 42 }` is broken); a reason over
+ * MAX_REASON is clipped. Never throws: reading a field of the answer may (a getter, a proxy).
+ */
 function normalize(value: unknown): CheckResult {
-  if (typeof value !== 'object' || value === null || typeof (value as CheckResult).ok !== 'boolean') {
-    return { ok: false, reason: 'the check returned no { ok, reason } result' };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, reason: `check returned ${describeValue(value)}, ${WANT_RESULT}` };
   }
-  const { ok, reason } = value as CheckResult;
-  return { ok, reason: clip(typeof reason === 'string' ? reason : String(reason ?? '')) };
+  let ok: unknown;
+  let reason: unknown;
+  try {
+    ({ ok, reason } = value as Record<string, unknown>);
+  } catch (err) {
+    return { ok: false, reason: clip(`check returned a result that cannot be read (${describeError(err)}), ${WANT_RESULT}`) };
+  }
+  if (typeof ok !== 'boolean') return { ok: false, reason: `check returned ok of type ${ok === null ? 'null' : typeof ok}, ${WANT_RESULT}` };
+  if (typeof reason !== 'string') return { ok: false, reason: `check returned reason of type ${reason === null ? 'null' : typeof reason}, ${WANT_RESULT}` };
+  return { ok, reason: clip(reason) };
 }
 
 type Settled = { returned: true; result: CheckResult } | { returned: false; result: CheckResult };
