@@ -7,7 +7,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BIN, DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
+import { BIN, DaemonProcess, closeServer, freePort, repeatedTopLevelKey, serve, type LogLine } from './helpers/daemon.js';
 
 const pexec = promisify(execFile);
 
@@ -64,6 +64,13 @@ t.test('the quick start: examples/vipcast.yaml as `npm start` runs it announces 
   t.same(status.apps.map((a) => [a.name, a.state]).sort(), [['dns', 'up'], ['web', 'down']]);
   d.kill('SIGTERM');
   t.equal((await d.exited).code, 0);
+  t.same(d.repeatedKeys, [], 'no log line names a key twice (the dry-run router bound component twice)');
+});
+
+t.test('repeatedTopLevelKey finds a key named twice at the top level only', async (t) => {
+  t.equal(repeatedTopLevelKey('{"a":1,"b":{"a":2},"c":"a:"}'), undefined);
+  t.equal(repeatedTopLevelKey('{"component":"router","x":[{"component":1}],"component":"router"}'), 'component');
+  t.equal(repeatedTopLevelKey('{"msg":"say \\"msg\\": twice","msg":"x"}'), 'msg');
 });
 
 t.test('a port-checked app is announced when its listener opens, withdrawn when it closes, and SIGTERM withdraws all', async (t) => {

@@ -20,6 +20,8 @@ export class DaemonProcess {
   readonly child: ChildProcess;
   readonly lines: Array<LogLine & { at: number }> = [];
   readonly stderr: string[] = [];
+  /** Log lines that name a top-level key twice (pino prints both; a strict JSON consumer keeps one or refuses the line). */
+  readonly repeatedKeys: string[] = [];
   private waiters: Array<() => void> = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
@@ -38,6 +40,7 @@ export class DaemonProcess {
         buf = buf.slice(nl + 1);
         try {
           this.lines.push({ ...(JSON.parse(line) as LogLine), at: performance.now() });
+          if (repeatedTopLevelKey(line) !== undefined) this.repeatedKeys.push(line);
         } catch {
           this.stderr.push(`stdout: ${line}`);
         }
@@ -105,4 +108,27 @@ export async function serve(t: { teardown(fn: () => unknown): void }, port: numb
 export function closeServer(s: Server): Promise<void> {
   if (!s.listening) return Promise.resolve();
   return new Promise((r) => s.close(() => r()));
+}
+
+/** The first top-level key that `json` (one JSON object) names twice, or undefined. */
+export function repeatedTopLevelKey(json: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < json.length && json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const text = json.slice(i + 1, j);
+      let k = j + 1;
+      while (json[k] === ' ') k++;
+      if (depth === 1 && json[k] === ':') {
+        if (seen.has(text)) return text;
+        seen.add(text);
+      }
+      i = j;
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+  }
+  return undefined;
 }

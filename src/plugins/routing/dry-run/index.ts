@@ -29,8 +29,9 @@ const dryRun: RouterPlugin<DryRunSettings> = {
     return Object.freeze({});
   },
   sameSettings: () => true,
-  // The daemon's PluginLogger is a pino Logger. The dry-run router logs as component 'router' (as before plugins).
-  create: (ctx) => new DryRunRouter({ ...ctx.bgp, nextHop: ctx.bgp.nextHop ?? 'local_ip' }, (ctx.log as Logger).child({ component: 'router' })),
+  // The daemon's PluginLogger is a pino Logger, already bound to component 'router' (container.ts): a second
+  // child({ component }) would print the key twice in every line.
+  create: (ctx) => new DryRunRouter({ ...ctx.bgp, nextHop: ctx.bgp.nextHop ?? 'local_ip' }, ctx.log as Logger),
 };
 
 export default dryRun;
