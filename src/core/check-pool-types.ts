@@ -56,7 +56,11 @@ export interface CheckPoolOptions {
   maxStuckChecks?: number;
 }
 
-export type TimedCheckResult = CheckResult & { readonly durationMs: number };
+export type TimedCheckResult = CheckResult & {
+  readonly durationMs: number;
+  /** The check itself ended its worker (an exception thrown from a callback): its neighbours paid for it. */
+  readonly crashedWorker?: true;
+};
 
 export interface CheckPoolStats {
   /** Live worker threads. */
@@ -88,7 +92,7 @@ export interface CheckPoolStats {
 }
 
 /** How one run of a check on a worker ended. */
-export type Attempt = { kind: 'result'; result: CheckResult } | { kind: 'worker-lost'; reason: string } | { kind: 'final'; reason: string };
+export type Attempt = { kind: 'result'; result: CheckResult } | { kind: 'worker-lost'; reason: string } | { kind: 'final'; reason: string; crashedWorker?: true };
 
 /** A check handed to piscina and not answered yet. */
 export interface InFlight {

@@ -12,9 +12,9 @@
  * and answers are held until `close()`.
  *
  * A worker that dies (terminated, or ended by an exception a check threw from a callback) takes every check on it
- * along. The culprit is reported down; the others are run once more (with a fresh deadline) on a fresh worker instead
- * of being reported down for something they did not do. Process groups of checks on a dead worker are killed, since
- * the worker could not do it.
+ * along. The culprit is reported down; the others are run again (with a fresh deadline, up to 3 runs in all) on a
+ * fresh worker instead of being reported down for something they did not do. Process groups of checks on a dead
+ * worker are killed, since the worker could not do it.
  */
 import { performance } from 'node:perf_hooks';
 import { Piscina } from 'piscina';
@@ -26,6 +26,10 @@ import type { Attempt, CheckPoolMetrics, CheckPoolOptions, CheckPoolStats, InFli
 import { CheckQueue } from './check-pool-queue.js';
 import { WorkerWatchdog } from './check-pool-watchdog.js';
 import { CheckProcesses } from './check-pool-processes.js';
+
+
+/** How often a check whose worker died under it (not by its own doing) is run in all before it is answered down. */
+const MAX_ATTEMPTS = 3;
 
 export type { CheckPoolMetrics, CheckPoolOptions, CheckPoolStats, OverloadReason, TimedCheckResult } from './check-pool-types.js';
 
@@ -134,24 +138,28 @@ export class CheckPool {
   /** Run one check with a time budget. Never rejects. */
   async run(spec: MonitorSpec, timeoutMs: number): Promise<TimedCheckResult> {
     const started = performance.now();
-    const answer = (result: CheckResult): TimedCheckResult => {
+    const answer = (result: CheckResult, crashedWorker?: true): TimedCheckResult => {
       this.counters.completed++;
       if (!result.ok) this.counters.failed++;
-      return { ok: result.ok, reason: result.reason, durationMs: Math.round((performance.now() - started) * 10) / 10 };
+      const durationMs = Math.round((performance.now() - started) * 10) / 10;
+      return crashedWorker ? { ok: result.ok, reason: result.reason, durationMs, crashedWorker } : { ok: result.ok, reason: result.reason, durationMs };
     };
     const held = (): Promise<TimedCheckResult> => this.released.then(() => answer({ ok: false, reason: CLOSED_REASON }));
     if (this.stopped) return held();
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return answer({ ok: false, reason: `invalid check timeout ${timeoutMs}` });
     let attempt = await this.attempt(spec, timeoutMs);
-    if (attempt.kind === 'worker-lost' && !this.stopped) {
+    // A check whose worker another check ended is run again on a fresh worker, up to MAX_ATTEMPTS in all: a check
+    // that crashes its worker every round (it is answered down itself) often ends the fresh one too, and its
+    // neighbours (a plugin's other checks share its worker) must not be counted down for it.
+    for (let tries = 1; attempt.kind === 'worker-lost' && !this.stopped && tries < MAX_ATTEMPTS; tries++) {
       this.counters.retried++;
-      this.log.warn({ monitor: spec.text, reason: attempt.reason }, 'check worker died during a check; running the check again');
+      this.log.warn({ monitor: spec.text, reason: attempt.reason, attempt: tries + 1 }, 'check worker died during a check; running the check again');
       attempt = await this.attempt(spec, timeoutMs);
     }
     // After stopCommands, what a check says is about the shutdown (its command was killed), not about the service.
     if (this.stopped) return held();
     if (attempt.kind === 'result') return answer(attempt.result);
-    return answer({ ok: false, reason: attempt.reason });
+    return answer({ ok: false, reason: attempt.reason }, attempt.kind === 'final' ? attempt.crashedWorker : undefined);
   }
 
   get stats(): CheckPoolStats {
@@ -270,7 +278,7 @@ export class CheckPool {
           // Its checks filled the worker's heap (a leak, usually): running them again would only do it again.
           else if (oom) entry.finish({ kind: 'final', reason: OUT_OF_MEMORY_REASON });
           else if (entry.blocked === true) entry.finish({ kind: 'final', reason: BLOCKED_REASON });
-          else if (entry.crashed !== undefined) entry.finish({ kind: 'final', reason: `check crashed its worker: ${entry.crashed}` });
+          else if (entry.crashed !== undefined) entry.finish({ kind: 'final', reason: `check crashed its worker: ${entry.crashed}`, crashedWorker: true });
           else entry.finish({ kind: 'worker-lost', reason: `check worker died: ${message}` });
         });
       },

@@ -9,7 +9,7 @@
  * worker gets it terminated and replaced) and a recycle for checks that ignore their abort signal (PLUGIN_MAX_STUCK).
  * A package's pool is closed when no app uses its monitors any more (a reload removed them) and at shutdown.
  */
-import { CheckPool } from './check-pool.js';
+import { CheckPool, type TimedCheckResult } from './check-pool.js';
 import type { AppSpec, MonitorSpec } from '../plugin-api.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -35,6 +35,8 @@ export class DaemonCheckPools {
   workers = 0;
   /** The pool of each plugin package whose monitors were checked, by package name. */
   private readonly plugins = new Map<string, CheckPool>();
+  /** Plugin checks (checkKey) that crashed their worker: each package's run on a second worker (quarantinePool). */
+  private readonly quarantined = new Set<string>();
   /** Replaced pools still answering their in-flight checks (agent.check_workers changed by a reload, unused plugins). */
   private readonly retiring = new Map<CheckPool, Promise<void>>();
   private readonly sweeper: NodeJS.Timeout | undefined;
@@ -49,9 +51,28 @@ export class DaemonCheckPools {
 
   /** The pool `spec` runs on. */
   poolFor(spec: MonitorSpec): CheckPool {
-    // After stopCommands no new pool is made: the stopped general pool answers "pool closed".
-    if (spec.plugin !== undefined) return this.stopped && !this.plugins.has(spec.plugin) ? this.pool : this.pluginPool(spec.plugin);
+    if (spec.plugin !== undefined) {
+      // A check that crashed its plugin's worker runs apart from the plugin's other checks from then on.
+      const key = this.quarantined.has(checkKey(spec)) ? quarantinePool(spec.plugin) : spec.plugin;
+      // After stopCommands no new pool is made: the stopped general pool answers "pool closed".
+      return this.stopped && !this.plugins.has(key) ? this.pool : this.pluginPool(spec.plugin, key);
+    }
     return spec.runsCommands ? this.commandPool : this.pool;
+  }
+
+  /**
+   * Run `spec` on its pool. A plugin's check that ended its worker (an exception thrown from a callback) is
+   * quarantined: it runs on a second worker of the package from then on, so a check that crashes its worker every
+   * round no longer takes the package's other checks down with it (they are run again on a fresh worker, but that
+   * worker would be the crasher's next victim too).
+   */
+  async run(spec: MonitorSpec, timeoutMs: number): Promise<TimedCheckResult> {
+    const result = await this.poolFor(spec).run(spec, timeoutMs);
+    if (result.crashedWorker && spec.plugin !== undefined && !this.quarantined.has(checkKey(spec))) {
+      this.quarantined.add(checkKey(spec));
+      this.log.warn({ component: 'check-pool', plugin: spec.plugin, monitor: spec.text }, `check ${spec.text} crashed the worker of plugin ${spec.plugin}: it runs on a worker of its own from now on, apart from the plugin's other checks`);
+    }
+    return result;
   }
 
   /** Plugin packages that have a pool now. */
@@ -59,8 +80,8 @@ export class DaemonCheckPools {
     return this.plugins;
   }
 
-  private pluginPool(pkg: string): CheckPool {
-    let pool = this.plugins.get(pkg);
+  private pluginPool(pkg: string, key = pkg): CheckPool {
+    let pool = this.plugins.get(key);
     if (pool === undefined) {
       pool = new CheckPool({
         workers: 1,
@@ -70,8 +91,8 @@ export class DaemonCheckPools {
         log: this.log.child({ component: 'check-pool', pool: 'plugin', plugin: pkg }),
         metrics: this.metrics.checkPool(`plugin:${pkg}`),
       });
-      this.plugins.set(pkg, pool);
-      this.log.info({ component: 'check-pool', plugin: pkg, memoryLimitsMb: PLUGIN_RESOURCE_LIMITS }, `checks of plugin ${pkg} run in a worker of their own`);
+      this.plugins.set(key, pool);
+      if (key === pkg) this.log.info({ component: 'check-pool', plugin: pkg, memoryLimitsMb: PLUGIN_RESOURCE_LIMITS }, `checks of plugin ${pkg} run in a worker of their own`);
     }
     return pool;
   }
@@ -84,7 +105,8 @@ export class DaemonCheckPools {
   /** Close the pools of plugin packages that no tracked app uses any more (after their checks have answered). */
   private sweep(): void {
     if (this.plugins.size === 0 || this.apps === undefined) return;
-    const used = new Set(this.apps().flatMap((a) => a.monitors.map((m) => m.plugin)));
+    const used = new Set(this.apps().flatMap((a) => a.monitors.flatMap((m) => (m.plugin === undefined ? [] : [m.plugin, quarantinePool(m.plugin)]))));
+    for (const key of this.quarantined) if (!used.has(key.slice(0, key.indexOf('\n')))) this.quarantined.delete(key);
     for (const [pkg, pool] of this.plugins) {
       if (used.has(pkg)) continue;
       this.plugins.delete(pkg);
@@ -135,4 +157,14 @@ export class DaemonCheckPools {
       ...(this.retiring.size > 0 ? [withTimeout(Promise.all(this.retiring.values()), 1000, 'replaced check pools close', this.log)] : []),
     ];
   }
+}
+
+/** The pool key of a package's quarantined checks (one quarantine worker per package). */
+function quarantinePool(pkg: string): string {
+  return `${pkg} (quarantine)`;
+}
+
+/** A plugin check's identity: its package and its text. */
+function checkKey(spec: MonitorSpec): string {
+  return `${spec.plugin ?? ''}\n${spec.text}`;
 }

@@ -154,7 +154,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     const pools = (this.pools = new DaemonCheckPools(config.agent.checkWorkers, this.log, this.metrics, () => this.registry.all()));
     const runner: CheckRunner = {
       run: async (spec, timeoutMs) => {
-        const r = await pools.poolFor(spec).run(spec, timeoutMs);
+        const r = await pools.run(spec, timeoutMs);
         this.metrics.countCheck(spec.type, r, timeoutMs);
         return r;
       },
