@@ -62,7 +62,7 @@ t.test('the built-in routers are descriptors in every registry, origin built-in'
   t.throws(() => reg.router('dry-run')!.parseSettings({ x: 1 }, { path: 'routing.settings', baseDir: '/', env: {} }), /^routing\.settings\.x: unknown key/);
 });
 
-t.test("gobgp's parseSettings agrees with the config's routing.gobgp (values and key paths)", async (t) => {
+t.test("gobgp's parseSettings is the config's parser for routing.gobgp: the same values, routing.settings is that block, errors keep their key paths", async (t) => {
   const dir = tempDir(t);
   const blocks: Array<[string, Record<string, string>]> = [
     ['{}', {}],
