@@ -97,7 +97,7 @@ t.test('Consul apps: announce, withdraw on tag removal and on a critical consul 
   d.kill('SIGHUP');
   const outcome2 = await d.waitLine((l) => l.component === 'reload' && /^reload(: (done|nothing changed)| refused| failed)/.test(l.msg), 10_000, 'reload outcome', from);
   t.equal(outcome2.msg, 'reload: done');
-  await d.waitLine((l) => l.component === 'consul' && l.msg === 'Consul discovery started', 3000, 'a new Consul discovery', from);
+  await d.waitLine((l) => l.component === 'discovery' && l.discovery === 'consul' && l.msg === 'Consul discovery started', 3000, 'a new Consul discovery', from);
   await new Promise((r) => setTimeout(r, 600));
   t.notOk(d.lines.slice(from).some((l) => l.event === 'route' && l.action === 'withdraw'), 'no withdraw across the consul_query_interval change');
   const held = server.requests.filter((r) => r.path === `/v1/catalog/node/${NODE}` && r.query.get('wait') === '4s');
@@ -114,6 +114,7 @@ t.test('Consul apps: announce, withdraw on tag removal and on a critical consul 
   d.kill('SIGTERM');
   await d.exited;
   t.ok(d.lines.slice(from).some(isRoute('withdraw', '198.18.20.10/32')), 'SIGTERM withdraws the Consul app');
+  t.same(d.repeatedKeys, [], 'no log line names a key twice (Consul discovery bound component twice)');
 });
 
 t.test('cleanup_timer then recovery of a Consul app: announced again within one interval, with no catalog change', async (t) => {

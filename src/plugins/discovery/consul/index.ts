@@ -56,7 +56,9 @@ const consulDiscovery: DiscoveryPlugin<ConsulDiscoverySettings> = {
     const { queryIntervalMs, ...consul } = ctx.settings;
     return new ConsulDiscovery({
       consul, queryIntervalMs,
-      log: ctx.log.child({ component: 'consul' }) as unknown as Logger,
+      // Already bound to component 'discovery', discovery 'consul' (daemon-discovery.ts): binding component again
+      // would print the key twice in every line.
+      log: ctx.log as unknown as Logger,
       build: (input) => ctx.services.appFrom({ ...input, name: input.name, vip: input.vip }, ''),
     });
   },
