@@ -56,7 +56,7 @@ t.test('Consul apps: announce, withdraw on tag removal and on a critical consul 
   t.teardown(() => d.stop());
 
   const t0 = performance.now();
-  const web = await d.waitLine(isRoute('announce', '198.18.20.10/32'), 8000, 'announce of the Consul app web');
+  const web = await d.waitLine(isRoute('announce', '198.18.20.10/32'), 20_000, 'announce of the Consul app web');
   await d.waitLine(isRoute('announce', '198.18.20.11/32'), 8000, 'announce of the Consul app api');
   t.comment(`start -> Consul app announced: ${(web.at - t0).toFixed(0)} ms (process start included)`);
   t.match(web, { app: 'web' });
@@ -130,7 +130,7 @@ t.test('cleanup_timer then recovery of a Consul app: announced again within one 
   config(file, server.addr, '60s', '500ms');
   const d = new DaemonProcess(['run', '-c', file], { env: { CONSUL_NODE: NODE, CONSUL_TOKEN: '', CONSUL_STALE: '' } });
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '198.18.20.53/32'), 8000, 'announce of the Consul app');
+  await d.waitLine(isRoute('announce', '198.18.20.53/32'), 20_000, 'announce of the Consul app');
   server.setCheck({ ...check, Status: 'critical' });
   await d.waitLine(isRoute('withdraw', '198.18.20.53/32'), 5000, 'withdraw on the critical check');
   await d.waitLine((l) => l.event === 'host' && l.action === 'remove-vip' && l.prefix === '198.18.20.53/32', 5000, 'address removed by cleanup_timer');
@@ -154,7 +154,7 @@ t.test('consul_addr without CONSUL_NODE: discovery off, and the daemon says why'
   // undefined: not inherited from the test runner's environment either (spawn skips undefined values).
   const d = new DaemonProcess(['run', '-c', file], { env: { CONSUL_NODE: undefined } });
   t.teardown(() => d.stop());
-  const line = await d.waitLine((l) => /Consul discovery is off/.test(l.msg), 5000, 'the "off" line');
+  const line = await d.waitLine((l) => /Consul discovery is off/.test(l.msg), 20_000, 'the "off" line');
   t.match(line.msg, /CONSUL_NODE/);
   await d.waitLine(isRoute('announce', '198.18.20.1/32'), 5000, 'the config app still runs');
   t.equal(server.count('/v1/catalog'), 0, 'Consul never asked');

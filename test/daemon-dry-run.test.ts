@@ -102,11 +102,11 @@ apps:
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
   // An app with no monitors is up at once (and warned about).
-  const always = await d.waitLine(isRoute('announce', '2001:db8:100::1/128'), 5000, 'announce of the app without monitors');
+  const always = await d.waitLine(isRoute('announce', '2001:db8:100::1/128'), 20_000, 'announce of the app without monitors');
   t.equal(always.next_hop, '::', 'IPv6 route next hop: the session address');
   t.ok(d.lines.some((l) => l.app === 'always' && /no monitors/.test(l.msg)), 'warned that it has no monitors');
   // The pool is warm once web's first check has come back (down: nothing listens yet).
-  await d.waitLine((l) => l.app === 'web' && l.state === 'down', 5000, 'web checked once');
+  await d.waitLine((l) => l.app === 'web' && l.state === 'down', 20_000, 'web checked once');
   t.notOk(d.lines.some(isRoute('announce', '198.18.100.10/32')), 'web is not announced while nothing listens');
 
   const server = await serve(t, port);
@@ -152,7 +152,7 @@ apps:
 `);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '2001:db8:100::90/128'), 5000, 'announce');
+  await d.waitLine(isRoute('announce', '2001:db8:100::90/128'), 20_000, 'announce');
   await d.waitLine(isRoute('announce', '198.18.100.90/32'), 1000, 'announce');
   const from = d.lines.length;
   d.kill('SIGTERM');
@@ -195,7 +195,7 @@ apps:
 `);
   const d = new DaemonProcess(['-config', file]);
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '198.18.100.20/32'), 5000, 'announce');
+  await d.waitLine(isRoute('announce', '198.18.100.20/32'), 20_000, 'announce');
   const started = performance.now();
   d.kill('SIGINT');
   const { code } = await d.exited;
@@ -229,7 +229,7 @@ apps:
   const server = await serve(t, port);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '198.18.100.30/32'), 5000, 'announce of fast');
+  await d.waitLine(isRoute('announce', '198.18.100.30/32'), 20_000, 'announce of fast');
   // Let the hung checks pile up in the pool before the flip.
   await new Promise((r) => setTimeout(r, 1000));
   await closeServer(server);
@@ -289,7 +289,7 @@ apps:
   const server = await serve(t, port);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '198.18.100.90/32'), 5000, 'announce');
+  await d.waitLine(isRoute('announce', '198.18.100.90/32'), 20_000, 'announce');
   await closeServer(server);
   const wd = await d.waitLine(isRoute('withdraw', '198.18.100.90/32'), 3000, 'withdraw');
   const removed = await d.waitLine((l) => l.event === 'host' && l.action === 'remove-vip' && l.prefix === '198.18.100.90/32', 3000, 'address removed at cleanup');
@@ -316,7 +316,7 @@ apps:
 `);
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
-  await d.waitLine(isRoute('announce', '198.18.100.95/32'), 5000, 'announce');
+  await d.waitLine(isRoute('announce', '198.18.100.95/32'), 20_000, 'announce');
   const from = d.lines.length;
   const out = await pexec(process.execPath, [BIN, 'reload', '-c', file]);
   t.match(out.stdout, new RegExp(`sent SIGHUP to vipcast \\(pid ${d.child.pid}\\)`));
