@@ -5,7 +5,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DaemonProcess, type LogLine } from './helpers/daemon.js';
+import { DaemonProcess, type LogLine, DRY_RUN_BGP } from './helpers/daemon.js';
 import { ConsulTestServer, type TestCheck } from './helpers/consul-server.js';
 
 const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
@@ -21,15 +21,7 @@ agent:
   consul_addr: ${addr}
   consul_query_interval: ${interval}
   consul_token: not-the-real-one
-routing:
-  plugin: dry-run
-bgp:
-  local_as: 65001
-  local_ip: 198.18.0.2
-  peers:
-    - peer_ip: 198.18.0.1
-      peer_as: 65000
-apps:
+${DRY_RUN_BGP}apps:
   - name: static
     vip: 198.18.20.1/32
 `);

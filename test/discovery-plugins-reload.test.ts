@@ -12,7 +12,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DaemonProcess, freePort, type LogLine } from './helpers/daemon.js';
+import { DaemonProcess, freePort, type LogLine, DRY_RUN_BGP } from './helpers/daemon.js';
 import { installPackedFixture } from './helpers/packages.js';
 
 const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 'route' && l.action === action && l.prefix === prefix;
@@ -29,15 +29,7 @@ agent:
   listen_addr: 127.0.0.1:${apiPort}
   monitor_interval: 200ms
   remove_vip_on_withdraw: true
-routing:
-  plugin: dry-run
-bgp:
-  local_as: 65001
-  local_ip: 198.18.0.2
-  peers:
-    - peer_ip: 198.18.0.1
-      peer_as: 65000
-plugins: [vipcast-discovery-jsonfile]
+${DRY_RUN_BGP}plugins: [vipcast-discovery-jsonfile]
 `;
   // 'moving' goes from the file to the jsonfile source; 'gone' leaves the file (a stray once the source delivered).
   writeFileSync(file, `${head}apps:\n  - name: moving\n    vip: 198.18.100.80/32\n  - name: gone\n    vip: 198.18.100.81/32\n`);

@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/core/config.js';
 import { errorDetails } from '../src/core/errors.js';
-import { BIN, DaemonProcess, closeServer, freePort, serve, type LogLine } from './helpers/daemon.js';
+import { BIN, DaemonProcess, closeServer, freePort, serve, type LogLine, DRY_RUN_BGP } from './helpers/daemon.js';
 import { installPackedFixture } from './helpers/packages.js';
 
 const pexec = promisify(execFile);
@@ -23,15 +23,7 @@ const isRoute = (action: string, prefix: string) => (l: LogLine) => l.event === 
 const HEAD = `
 agent:
   listen_addr: ""
-routing:
-  plugin: dry-run
-bgp:
-  local_as: 65001
-  local_ip: 198.18.0.2
-  peers:
-    - peer_ip: 198.18.0.1
-      peer_as: 65000
-plugins: [vipcast-discovery-jsonfile]
+${DRY_RUN_BGP}plugins: [vipcast-discovery-jsonfile]
 `;
 
 t.test('discovery: entries are parsed by their plugin; every error names its key path', async (t) => {

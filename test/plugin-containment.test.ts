@@ -11,7 +11,7 @@ import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DaemonProcess, closeServer, freePort } from './helpers/daemon.js';
+import { DaemonProcess, closeServer, freePort, DRY_RUN_BGP } from './helpers/daemon.js';
 import { timeFlips } from './helpers/flips.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
@@ -66,15 +66,7 @@ agent:
   listen_addr: ""
   monitor_interval: 200ms
   cleanup_timer: 1m
-routing:
-  plugin: dry-run
-bgp:
-  local_as: 65001
-  local_ip: 198.18.0.2
-  peers:
-    - peer_ip: 198.18.0.1
-      peer_as: 65000
-plugins: [${PACKAGES.spin}, ${PACKAGES.leak}, ${PACKAGES.neverSettles}]
+${DRY_RUN_BGP}plugins: [${PACKAGES.spin}, ${PACKAGES.leak}, ${PACKAGES.neverSettles}]
 apps:
   - name: control
     vip: ${CONTROL}

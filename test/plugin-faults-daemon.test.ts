@@ -14,7 +14,7 @@ import t from 'tap';
 import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DaemonProcess, freePort } from './helpers/daemon.js';
+import { DaemonProcess, freePort, DRY_RUN_BGP } from './helpers/daemon.js';
 import { timeFlips } from './helpers/flips.js';
 
 const FIXTURES = fileURLToPath(new URL('../../test/fixtures/plugins/', import.meta.url));
@@ -73,15 +73,7 @@ agent:
   listen_addr: "127.0.0.1:${apiPort}"
   monitor_interval: 200ms
   cleanup_timer: 1m
-routing:
-  plugin: dry-run
-bgp:
-  local_as: 65001
-  local_ip: 198.18.0.2
-  peers:
-    - peer_ip: 198.18.0.1
-      peer_as: 65000
-plugins: [${THROWS}, ${BAD}]
+${DRY_RUN_BGP}plugins: [${THROWS}, ${BAD}]
 apps:
   - name: control
     vip: ${CONTROL}

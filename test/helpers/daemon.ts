@@ -132,3 +132,14 @@ export function repeatedTopLevelKey(json: string): string | undefined {
   }
   return undefined;
 }
+
+/** A dry-run config's routing and bgp sections: local 198.18.0.2 (AS 65001), one peer 198.18.0.1 (AS 65000). */
+export const DRY_RUN_BGP = `routing:
+  plugin: dry-run
+bgp:
+  local_as: 65001
+  local_ip: 198.18.0.2
+  peers:
+    - peer_ip: 198.18.0.1
+      peer_as: 65000
+`;
