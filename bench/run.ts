@@ -7,6 +7,7 @@ import { benchLab } from './lab.js';
 import { benchGobgp } from './gobgp.js';
 import { benchSoak } from './soak.js';
 import { benchContainment } from './containment.js';
+import { benchFleet } from './fleet.js';
 
 const benches: Record<string, () => Promise<void>> = {
   'dry-run': benchDryRun,
@@ -14,6 +15,7 @@ const benches: Record<string, () => Promise<void>> = {
   'gobgp-reinject': benchGobgp,
   soak: benchSoak,
   containment: benchContainment,
+  fleet: benchFleet,
 };
 
 // Names come first; `--option=value` arguments after them are for the benchmarks (see soak.ts).
