@@ -7,8 +7,10 @@ import t, { type Test } from 'tap';
 import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { API_BODY_LIMIT, API_REQUEST_TIMEOUT_MS, exposureWarnings } from '../src/core/api.js';
 import { Accounts, RateLimiter, OncePer, bearer, findPeerUid, localPeerUid, procHex, tokenMatches, uidAllowed } from '../src/core/api-auth.js';
 import { parseConfigText } from '../src/core/config.js';
 import { VipcastError } from '../src/core/errors.js';
@@ -185,6 +187,7 @@ agent:
   monitor_interval: 100ms
   api_token_file: api-token
   state_file: ${join(dir, 'state.json')}
+  maintenance_state_file: ${join(dir, 'maintenance.json')}
 ${extra}
 routing: { plugin: dry-run }
 bgp:
@@ -202,11 +205,40 @@ apps:
 
 const announced = (d: DaemonProcess, prefix: string) => d.lines.some((l: LogLine) => l.event === 'route' && l.prefix === prefix);
 
+/** A request from this process (root) with a body: node:http, so the body's size is ours to choose. */
+function postBody(port: number, path: string, body: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A client that sends part of a request and then nothing: when (ms after the start) and with what the server closed it. */
+function partialRequest(t: Test, port: number, data: string): Promise<{ afterMs: number; got: string }> {
+  const started = Date.now();
+  const s = connect(port, '127.0.0.1', () => s.write(data));
+  t.teardown(() => s.destroy());
+  let got = '';
+  s.setEncoding('utf8');
+  s.on('data', (d: string) => (got += d));
+  s.on('error', () => undefined);
+  return new Promise((resolve) => s.once('close', () => resolve({ afterMs: Date.now() - started, got })));
+}
+
 t.test('daemon on 127.0.0.1: nobody is refused with 403 on every mutating endpoint, root and the token get in, read-only stays open, limits apply', { skip: asRootSkip }, async (t) => {
   const port = await freePort();
   const { d } = await daemonWith(t, () => `127.0.0.1:${port}`);
   const base = `http://127.0.0.1:${port}`;
   await d.waitLine((l) => l.event === 'route' && l.prefix === '198.18.120.1/32', 5000, 'config app up');
+  // Slow clients (slowloris): started first, they run while the rest of the test does.
+  const partialHeaders = partialRequest(t, port, 'POST /register?name=slow HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  const partialBody = partialRequest(t, port, 'POST /register?name=slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nabc');
 
   let r = await requestAs(`${base}/register?name=evil&vip=198.18.120.66/32&nat=tcp:80:8080`);
   t.equal(r.status, 403, 'nobody may not register');
@@ -216,6 +248,15 @@ t.test('daemon on 127.0.0.1: nobody is refused with 403 on every mutating endpoi
   r = await requestAs(`${base}/reload`, { method: 'POST' });
   t.equal(r.status, 403, 'nor reload');
   t.match(r.body, /uid 65534 may not call \/reload/);
+  const maintenanceBefore = await requestAs(`${base}/maintenance`);
+  t.equal(maintenanceBefore.status, 200, 'GET /maintenance stays open to nobody');
+  r = await requestAs(`${base}/maintenance?app=cfg&state=on`, { method: 'POST' });
+  t.equal(r.status, 403, 'nor put an app in maintenance');
+  t.match(r.body, /^VIPCAST_ERR_API_AUTH: uid 65534 may not call \/maintenance/);
+  r = await requestAs(`${base}/maintenance?app=*&state=on`, { method: 'POST' });
+  t.equal(r.status, 403, 'nor the whole host');
+  t.equal((await requestAs(`${base}/maintenance`)).body, maintenanceBefore.body, 'maintenance is as it was');
+  t.same(JSON.parse(maintenanceBefore.body), { host: null, apps: {}, in_maintenance: [] });
   r = await requestAs(`${base}/register?name=evil&vip=198.18.120.66/32`, { token: 'wrong-token-0123456789abcdef' });
   t.equal(r.status, 401, 'a wrong token is refused');
   t.match(r.headers['www-authenticate'], /^Bearer realm="vipcast", error="invalid_token"/);
@@ -227,6 +268,7 @@ t.test('daemon on 127.0.0.1: nobody is refused with 403 on every mutating endpoi
 
   await new Promise((res) => setTimeout(res, 500));
   t.notOk(announced(d, '198.18.120.66/32'), 'nothing nobody sent was announced');
+  t.notOk(d.lines.some((l) => l.event === 'route' && l.action === 'withdraw'), 'nothing was withdrawn (no unregister, no maintenance)');
 
   r = await requestAs(`${base}/register?name=tok&vip=198.18.120.67/32`, { token: TOKEN });
   t.equal(r.status, 200, 'nobody with the token may register');
@@ -256,6 +298,60 @@ t.test('daemon on 127.0.0.1: nobody is refused with 403 on every mutating endpoi
   // Size limits.
   r = await requestAs(`${base}/register?name=x&vip=${'1'.repeat(9000)}`, { user: 'root' });
   t.equal(r.status, 414, 'a request target over 8 KiB');
+  const over = await postBody(port, '/register', 'x'.repeat(17 * 1024));
+  t.equal(over.status, 413, 'a 17 KiB body, even from root');
+  const under = await postBody(port, '/register', 'x'.repeat(API_BODY_LIMIT - 1024));
+  t.same([under.status, under.body], [400, 'Invalid request: name: missing (the app name); vip: missing (a prefix such as 198.18.0.10/32)\n'], 'a body under the limit reaches the handler');
+
+  // The request timeout: a request that never arrives whole gets 408 and its connection is closed.
+  const bound = API_REQUEST_TIMEOUT_MS + 15_000;
+  for (const [what, p] of [['headers', partialHeaders], ['body', partialBody]] as const) {
+    const { afterMs, got } = await p;
+    t.ok(afterMs < bound, `a request cut off in its ${what} is closed (after ${afterMs} ms; bound ${bound} ms)`);
+    t.match(got, /^HTTP\/1\.1 408 /, `408 (${what})`);
+  }
+});
+
+/** The kind of each start-up warning: the config key it names first. */
+const kinds = (w: string[]) => w.map((line) => line.split(/[: ]/)[0]);
+
+t.test('exposureWarnings: one line per exposure at start, none for a closed config, dry-run warns only about the API', async (t) => {
+  const env = { VC_TOK: 'env-token-0123456789abcdef' };
+  const BGP = 'bgp: { local_as: 65001, peers: [{ peer_ip: 198.18.0.1, peer_as: 65000 }] }';
+  const ALLOW = 'allowed_prefixes: [198.18.0.0/15]';
+  const config = (agent: string, routing = 'routing: { plugin: gobgp }', dryRun = false) =>
+    parseConfigText(`agent: { ${agent} }
+${routing}
+${BGP}
+`, '/etc/vipcast/vipcast.yaml', { env, ...(dryRun ? { routingPlugin: 'dry-run' as const } : {}) });
+  const rows: Array<{ name: string; agent: string; routing?: string; dryRun?: boolean; want: string[] }> = [
+    { name: 'loopback API, managed gobgpd (unix socket), an allowlist: nothing to say', agent: ALLOW, want: [] },
+    { name: 'gobgpd on TCP', agent: ALLOW, routing: 'routing: { plugin: gobgp, gobgp: { address: "127.0.0.1:50051" } }', want: ['routing.gobgp.address'] },
+    { name: 'gobgpd on a unix socket of your own', agent: ALLOW, routing: 'routing: { plugin: gobgp, gobgp: { address: "unix:///run/gobgpd/api.sock" } }', want: [] },
+    { name: 'every address, no token', agent: `${ALLOW}, listen_addr: ":8080"`, want: ['agent.listen_addr'] },
+    { name: 'every address (0.0.0.0), no token', agent: `${ALLOW}, listen_addr: "0.0.0.0:8080"`, want: ['agent.listen_addr'] },
+    { name: 'every address with a token', agent: `${ALLOW}, listen_addr: ":8080", api_token_env: VC_TOK`, want: [] },
+    { name: '[::1] is loopback', agent: `${ALLOW}, listen_addr: "[::1]:8080"`, want: [] },
+    { name: 'a unix socket API', agent: `${ALLOW}, listen_addr: "unix:/run/vipcast/api.sock"`, want: [] },
+    { name: 'api_insecure_open (one line, not two)', agent: `${ALLOW}, listen_addr: ":8080", api_insecure_open: true`, want: ['agent.api_insecure_open'] },
+    { name: 'no allowlist', agent: '', want: ['agent.allowed_prefixes'] },
+    { name: 'everything open', agent: 'listen_addr: ":8080"', routing: 'routing: { plugin: gobgp, gobgp: { address: "127.0.0.1:50051" } }', want: ['agent.listen_addr', 'agent.allowed_prefixes', 'routing.gobgp.address'] },
+    { name: 'dry-run: no allowlist and gobgpd on TCP announce nothing; the API is still open', agent: 'listen_addr: ":8080"', routing: 'routing: { plugin: gobgp, gobgp: { address: "127.0.0.1:50051" } }', dryRun: true, want: ['agent.listen_addr'] },
+    { name: 'routing.plugin dry-run', agent: '', routing: 'routing: { plugin: dry-run }', want: [] },
+  ];
+  for (const row of rows) {
+    const c = config(row.agent, row.routing, row.dryRun);
+    t.same(kinds(exposureWarnings(c, row.dryRun === true || c.routing.plugin === 'dry-run')), row.want, row.name);
+  }
+  const all = exposureWarnings(config('listen_addr: ":8080"', 'routing: { plugin: gobgp, gobgp: { address: "127.0.0.1:50051" } }'));
+  t.same(all, [
+    'agent.listen_addr: ":8080" is reachable from other hosts and no token is configured: /register, /unregister and POST /reload answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in',
+    'agent.allowed_prefixes is unset: any prefix of /24 (IPv4) or /48 (IPv6) or longer outside the ranges that are never announced may be announced, from this file and from every authorized /register, Consul service and plugin; list the ranges this host may announce',
+    'routing.gobgp.address: "127.0.0.1:50051" is TCP: every local user can use gobgpd\'s API there (read the peers\' MD5 passwords, announce any route); use a unix socket only root can open (see packaging/)',
+  ]);
+  t.match(exposureWarnings(config('listen_addr: ":8080", api_insecure_open: true')), [/^agent\.api_insecure_open: anyone who can reach :8080 may register VIPs/]);
+  t.match(exposureWarnings(config('min_prefix_length_v4: 28')), [/^agent\.allowed_prefixes is unset: any prefix of \/28 \(IPv4\) or \/48/], 'the minimum in force');
+  t.notMatch(JSON.stringify(exposureWarnings(config('listen_addr: ":8080", api_token_env: VC_TOK'))), env.VC_TOK, 'never the token');
 });
 
 t.test('daemon on a unix socket: created 0660 with no window, nobody cannot connect, root registers through it', { skip: asRootSkip }, async (t) => {
@@ -278,7 +374,11 @@ t.test('a stale socket file is replaced; a live one (another vipcast) is not tak
   const dir = mkdtempSync(join(tmpdir(), 'vc-auth-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sock = join(dir, 'api.sock');
+  // Closed in the test, and in teardown too: a failed wait before the inline close must not leave a listener behind
+  // (the file would then hang until tap's timeout).
+  const closeServer = (s: Server) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()));
   const other = createServer(() => undefined);
+  t.teardown(() => closeServer(other));
   await new Promise<void>((r) => other.listen(sock, r));
   const { d: first } = await (async () => {
     const file = join(dir, 'v.yaml');
@@ -289,14 +389,15 @@ t.test('a stale socket file is replaced; a live one (another vipcast) is not tak
   })();
   const line = await first.waitLine((l) => l.msg === 'HTTP API could not start; running without it', 10_000, 'refused to take a live socket');
   t.match(JSON.stringify(line), /is in use by another process/);
-  await new Promise<void>((r) => other.close(() => r()));
+  await closeServer(other);
   mkdirSync(join(dir, 'x'));
   // A socket file with no listener behind it (a crashed vipcast): the next start replaces it.
   const stale = createServer();
+  t.teardown(() => closeServer(stale));
   await new Promise<void>((r) => stale.listen(join(dir, 'x', 'api.sock'), r));
   // A second name for the socket file stays behind when the listener closes (and unlinks the first name).
   linkSync(join(dir, 'x', 'api.sock'), join(dir, 'stale.sock'));
-  await new Promise<void>((r) => stale.close(() => r()));
+  await closeServer(stale);
   const file2 = join(dir, 'v2.yaml');
   writeFileSync(file2, `agent: { listen_addr: "unix:${join(dir, 'stale.sock')}", state_file: ${join(dir, 's2.json')} }\nrouting: { plugin: dry-run }\n`);
   const d2 = new DaemonProcess(['run', '-c', file2]);

@@ -8,6 +8,7 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { chown, chmod, lstat, readFile, unlink } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Logger } from './logger.js';
@@ -21,6 +22,7 @@ import { unixSocketPath } from './config-schema.js';
 import { splitListen } from './listen-addr.js';
 import { ALL_APPS } from './maintenance.js';
 import { APP_NAME } from './values.js';
+import { DEFAULT_POLICY } from './prefix-policy.js';
 
 export interface ApiServer {
   /** The agent.listen_addr it was started with. */
@@ -36,6 +38,8 @@ const ANY = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD'] as const;
 export const API_BODY_LIMIT = 16 * 1024;
 /** Longest request target (path and query); a registration with a dozen VIPs and monitors needs under 2 KiB. */
 export const API_MAX_URL = 8 * 1024;
+/** A request (headers and body) must arrive whole within this time, or it gets 408 and its connection is closed. */
+export const API_REQUEST_TIMEOUT_MS = 10_000;
 
 export interface ApiOptions {
   /** Served on a unix socket: its file mode is the access control (api-auth.ts). */
@@ -45,7 +49,12 @@ export interface ApiOptions {
 
 export function buildApi(daemon: DaemonForApi, log: Logger, opts: ApiOptions = {}): FastifyInstance {
   // fastify's own request logging stays off: handlers log what matters, object first, with the component logger.
-  const app = Fastify({ logger: false, bodyLimit: API_BODY_LIMIT, requestTimeout: 10_000 });
+  // Our own http.Server: fastify's requestTimeout option is set after the server exists, when node's default
+  // headersTimeout (60 s) and its 30 s check interval are already fixed, so a partial request stayed open 30-60 s.
+  const app = Fastify({
+    logger: false, bodyLimit: API_BODY_LIMIT,
+    serverFactory: (handler) => createServer({ requestTimeout: API_REQUEST_TIMEOUT_MS, headersTimeout: API_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000 }, handler),
+  });
   const guard = opts.guard ?? new ApiGuard({ accounts: new Accounts() });
   const refusals = new OncePer(60_000);
   // The uid behind a connection does not change while it is open: one lookup per keep-alive connection.
@@ -218,12 +227,25 @@ async function startUnixApi(daemon: DaemonForApi, listenAddr: string, log: Logge
     if (gid !== -1) await chown(file, -1, gid);
     await chmod(file, apiSocketMode);
   } catch (err) {
-    await app.close();
+    await closeUnixApp(app);
     throw err;
   }
   log.info({ listen: listenAddr, mode: apiSocketMode.toString(8).padStart(4, '0'), ...(apiSocketGroup ? { group: apiSocketGroup } : {}) }, 'HTTP API listening');
   let closed: Promise<void> | undefined;
-  return { listenAddr, address: file, port: 0, close: () => (closed ??= app.close()) };
+  return { listenAddr, address: file, port: 0, close: () => (closed ??= closeUnixApp(app)) };
+}
+
+/**
+ * fastify closes a server of our own making (buildApi's serverFactory) only when its own listen() opened it; the unix
+ * socket is opened by startUnixApi. Closing the server also removes the socket file.
+ */
+async function closeUnixApp(app: FastifyInstance): Promise<void> {
+  await app.close();
+  if (!app.server.listening) return;
+  await new Promise<void>((resolve) => {
+    app.server.close(() => resolve());
+    app.server.closeIdleConnections();
+  });
 }
 
 async function removeStaleSocket(file: string): Promise<void> {
@@ -252,7 +274,8 @@ async function groupId(group: string): Promise<number> {
 
 /**
  * What the log should say about this config's exposure, once at start: an API reachable from other hosts, the
- * insecure opt-in, and a gobgpd API on TCP (any local user could then read the peers' MD5 passwords and inject paths).
+ * insecure opt-in, no prefix allowlist (not in dry-run: nothing is announced there), and a gobgpd API on TCP (any
+ * local user could then read the peers' MD5 passwords and inject paths).
  */
 export function exposureWarnings(config: Pick<VipcastConfig, 'agent' | 'routing'>, dryRun = false): string[] {
   const out: string[] = [];
@@ -261,6 +284,10 @@ export function exposureWarnings(config: Pick<VipcastConfig, 'agent' | 'routing'
     out.push(`agent.api_insecure_open: anyone who can reach ${agent.listenAddr} may register VIPs, unregister apps and reload without a token`);
   } else if (agent.listenAddr !== '' && !agent.listenAddr.startsWith('unix:') && !isLoopbackHost(splitListen(agent.listenAddr).host) && agent.apiToken === '') {
     out.push(`agent.listen_addr: "${agent.listenAddr}" is reachable from other hosts and no token is configured: /register, /unregister and POST /reload answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in`);
+  }
+  if (!dryRun && (agent.prefixPolicy?.allowedPrefixes.length ?? 0) === 0) {
+    const p = agent.prefixPolicy ?? DEFAULT_POLICY;
+    out.push(`agent.allowed_prefixes is unset: any prefix of /${p.minLengthV4} (IPv4) or /${p.minLengthV6} (IPv6) or longer outside the ranges that are never announced may be announced, from this file and from every authorized /register, Consul service and plugin; list the ranges this host may announce`);
   }
   if (!dryRun && routing.plugin === 'gobgp' && !routing.gobgp.address.startsWith('unix:')) {
     out.push(`routing.gobgp.address: "${routing.gobgp.address}" is TCP: every local user can use gobgpd's API there (read the peers' MD5 passwords, announce any route); use a unix socket only root can open (see packaging/)`);
