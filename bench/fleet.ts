@@ -10,7 +10,7 @@ import { createFleet } from '../test/lab/fleet.js';
 import { labMissing } from '../test/lab/netns.js';
 import {
   scenarioAclNull, scenarioConsulOutage, scenarioDrain, scenarioKill, scenarioRollingReload, scenarioServiceFails,
-  scenarioStart, scenarioTagChange,
+  scenarioStart, scenarioTagChange, spuriousFailures,
 } from '../test/lab/fleet-scenarios.js';
 
 function option(name: string, fallback: number): number {
@@ -41,8 +41,10 @@ export async function benchFleet(): Promise<void> {
     console.log(`${scenario}: ${time}; ${result}`);
   };
   const t0 = performance.now();
-  const fleet = await createFleet({ hosts, log: (l) => console.log(l) });
+  const logDir = process.env.FLEET_LOG_DIR || undefined;
+  const fleet = await createFleet({ hosts, log: (l) => console.log(l), ...(logDir ? { logDir } : {}) });
   console.log(`namespaces, veth pairs, BIRD and the Consul server: ${ms(performance.now() - t0)}`);
+  console.log('each host: monitor_interval 1s (check timeout 1s), rise 1, fall 2, shutdown_drain 2s, consul_query_interval 10s; port check of the responder');
   try {
     const k = Math.max(1, Math.floor(hosts / 5));
     const s = await scenarioStart(fleet);
@@ -62,6 +64,8 @@ export async function benchFleet(): Promise<void> {
     row('rolling reload (SIGHUP one by one)', ms(r.ms), `${kinds}; paths changed: ${r.changed.length}`);
     const d = await scenarioDrain(fleet, 0);
     row('planned drain (shutdown_drain 2s, SIGTERM)', ms(d.goneMs), `65535:0 at BIRD after ${ms(d.gshutMs)}, path gone after ${ms(d.goneMs)}, exit ${d.exitCode}; ${d.answersAfter} flows to it after, ${d.errors.length} failed`);
+    const spurious = spuriousFailures(fleet);
+    row('healthy apps counted down (checks slowed by load)', '-', Object.keys(spurious).length ? Object.entries(spurious).map(([r, c]) => `${c}x ${r}`).join('; ') : 'none');
   } finally {
     const t1 = performance.now();
     await fleet.destroy();

@@ -11,7 +11,7 @@ import { labSkip } from './lab/netns.js';
 import { createFleet, VIP2 } from './lab/fleet.js';
 import {
   scenarioAclNull, scenarioConsulOutage, scenarioDrain, scenarioKill, scenarioRollingReload, scenarioServiceFails,
-  scenarioStart, scenarioTagChange,
+  scenarioStart, scenarioTagChange, spuriousFailures,
 } from './lab/fleet-scenarios.js';
 
 const skip = labSkip(['gobgpd', 'bird', 'birdc', 'setpriv']);
@@ -45,7 +45,7 @@ t.test(`a fleet of ${HOSTS} hosts with one anycast VIP from Consul: every scenar
     t.same(f.errors, [], 'every flow answered');
     t.same(Object.keys(f.answers).filter((h) => f.failed.includes(h)), [], 'no flow reached a failed host');
     t.ok(Object.keys(f.answers).length >= 2, 'flows still spread');
-    t.ok(f.withdrawMs < 15_000, 'withdrawn (monitor_interval 500 ms, fall 1; bound 15 s)');
+    t.ok(f.withdrawMs < 15_000, 'withdrawn (monitor_interval 1 s, fall 2; bound 15 s)');
   });
 
   await t.test('an agent SIGKILLed: its managed gobgpd dies with it and its path goes at once (the session drops, no hold timer)', async (t) => {
@@ -97,5 +97,6 @@ t.test(`a fleet of ${HOSTS} hosts with one anycast VIP from Consul: every scenar
     t.equal(d.exitCode, 0);
     t.equal(d.answersAfter, 0, 'no flow reached the drained host after');
     t.same(d.errors, []);
+    t.comment(`healthy apps counted down by slow checks (load), over the whole run: ${JSON.stringify(spuriousFailures(fleet))}`);
   });
 });

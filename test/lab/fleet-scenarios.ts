@@ -294,3 +294,22 @@ export async function scenarioDrain(fleet: Fleet, i: number): Promise<DrainFigur
   const { byHost, errors } = tally(await fleet.clients(6 * fleet.hosts.length));
   return { host: h.name, gshutMs, goneMs, exitCode: code, answersAfter: byHost[h.name] ?? 0, errors };
 }
+
+/**
+ * Health checks that failed while the service was listening (a check slowed past its timeout by the load), per
+ * reason, over every agent's log so far: what can make a healthy path flap on an overloaded machine.
+ */
+export function spuriousFailures(fleet: Fleet): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const h of fleet.hosts) {
+    for (const d of h.agents) {
+      for (const l of d.lines) {
+        if (l.component !== 'health' || l.state !== 'down' || l.previous !== 'up') continue;
+        const reason = String(l.reason ?? '');
+        if (/no socket listens/.test(reason)) continue;
+        out[reason] = (out[reason] ?? 0) + 1;
+      }
+    }
+  }
+  return out;
+}

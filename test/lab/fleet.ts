@@ -68,6 +68,8 @@ export interface FleetHost {
   readonly configFile: string;
   /** The running vipcast (the last one started). */
   agent: DaemonProcess | undefined;
+  /** Every vipcast started on this host, in order. */
+  readonly agents: DaemonProcess[];
   responder: ChildProcess | undefined;
 }
 
@@ -75,12 +77,16 @@ export interface FleetOptions {
   hosts: number;
   /** agent.shutdown_drain of every host (default 2s). */
   shutdownDrain?: string;
-  /** agent.monitor_interval (default 500ms). */
+  /** agent.monitor_interval (default 1s; the check timeout is the same). */
   monitorInterval?: string;
+  /** agent.fall (default 2: one check slowed past its timeout on a loaded box is not a withdraw). */
+  fall?: number;
   /** agent.consul_query_interval (default 10s). */
   consulQueryInterval?: string;
   /** Called with progress lines (the bench prints them). */
   log?: (line: string) => void;
+  /** At destroy, write every agent's log lines (all its runs) to `<logDir>/host<i>.jsonl`. */
+  logDir?: string;
 }
 
 export interface ConsulControl {
@@ -139,6 +145,13 @@ export async function createFleet(opts: FleetOptions): Promise<Fleet> {
       h.responder?.kill('SIGKILL');
     }));
     consulChild?.kill('SIGKILL');
+    if (opts.logDir) {
+      mkdirSync(opts.logDir, { recursive: true });
+      for (const h of hosts) {
+        const text = h.agents.map((d) => [...d.lines.map((l) => JSON.stringify(l)), ...d.stderr.map((e) => JSON.stringify({ stderr: e }))].join('\n')).join('\n');
+        writeFileSync(join(opts.logDir, `${h.name}.jsonl`), `${text}\n`);
+      }
+    }
     for (const c of cleanups) await c().catch(() => undefined);
     for (const ns of namespaces) await run('ip', ['netns', 'del', ns], { allowFail: true });
   };
@@ -169,7 +182,7 @@ export async function createFleet(opts: FleetOptions): Promise<Fleet> {
       mkdirSync(hdir);
       const h: FleetHost = {
         index: i, name, ns, ip: `198.19.${third}.${base + 2}`, torIp: `198.19.${third}.${base + 1}`, protocol: `h${i}`,
-        dir: hdir, configFile: join(hdir, 'vipcast.yaml'), agent: undefined, responder: undefined,
+        dir: hdir, configFile: join(hdir, 'vipcast.yaml'), agent: undefined, agents: [], responder: undefined,
       };
       await run('ip', ['netns', 'add', ns]);
       namespaces.push(ns);
@@ -224,7 +237,8 @@ export async function createFleet(opts: FleetOptions): Promise<Fleet> {
         const h = hosts[i]!;
         writeFileSync(h.configFile, `agent:
   listen_addr: ""
-  monitor_interval: ${opts.monitorInterval ?? '500ms'}
+  monitor_interval: ${opts.monitorInterval ?? '1s'}
+  fall: ${opts.fall ?? 2}
   shutdown_drain: ${opts.shutdownDrain ?? '2s'}
   consul_addr: http://${h.torIp}:${CONSUL_PORT}/v1
   consul_query_interval: ${o.consulQueryInterval ?? opts.consulQueryInterval ?? '10s'}
@@ -251,6 +265,7 @@ apps: []
           env: { CONSUL_NODE: h.name, CONSUL_TOKEN: tokenOf(h), VIPCAST_GOBGP_ADDRESS: '', CONSUL_STALE: '' },
         });
         h.agent = d;
+        h.agents.push(d);
         await d.waitLine((l) => l.msg === 'Consul discovery started', 60_000, `${h.name}: Consul discovery started`);
         return d;
       },
