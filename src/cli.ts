@@ -310,6 +310,8 @@ async function run(args: Args): Promise<void> {
       process.exit(1);
     }
     log.info({ signal }, 'shutting down');
+    // The stop's deadline counts from here, the wait for a start included.
+    const signalAt = performance.now();
     const force = setTimeout(() => {
       log.error('shutdown took over 10 s: exiting');
       process.exit(1);
@@ -326,7 +328,7 @@ async function run(args: Args): Promise<void> {
         await Promise.race([daemon.stoppable, starting.catch(() => undefined), new Promise((r) => { timer = setTimeout(r, STOP_WAITS_FOR_START_MS); })]);
         clearTimeout(timer);
       }
-      await daemon.stop(signal);
+      await daemon.stop(signal, signalAt);
       daemon.pidFile.remove();
       process.exit(exitCode);
     })();

@@ -28,7 +28,8 @@ import { RegistrationStore } from './registration-store.js';
 import { configureDiscovery, daemonDiscoverySources, type RunningDiscovery } from './daemon-discovery.js';
 import { daemonStatus, pluginList } from './daemon-status.js';
 import { wireDaemonEvents } from './daemon-events.js';
-import { withTimeout } from './daemon-stop.js';
+import { stopBounds, withTimeout } from './daemon-stop.js';
+import { SHUTDOWN_WAIT_IN_FLIGHT_MS, ShutdownDeadline } from './shutdown-steps.js';
 import { appFromRegistration } from './registration.js';
 
 export interface DaemonOptions {
@@ -345,9 +346,12 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     return daemonDiscoverySources(config, this.env);
   }
 
-  /** Withdraw everything, remove addresses and rules, close components in reverse order. Idempotent. */
-  stop(reason = 'shutdown'): Promise<void> {
-    this.stopping ??= this.doStop(reason);
+  /**
+   * Withdraw everything, remove addresses and rules, close components in reverse order. Idempotent. `signalAt`
+   * (performance.now() of the signal; default now) starts the stop's deadline, SHUTDOWN_DEADLINE_MS later.
+   */
+  stop(reason = 'shutdown', signalAt = performance.now()): Promise<void> {
+    this.stopping ??= this.doStop(reason, ShutdownDeadline.after(signalAt));
     return this.stopping;
   }
 
@@ -355,9 +359,10 @@ export class Daemon implements DaemonForApi, DaemonForReload {
    * Withdraw first: up to the withdraw nothing waits on anything slow. No more verdicts (health closed), no more passes
    * (the reconciler stops at its next step) and no more Consul apps, all in this turn of the event loop; then the
    * withdraw and cleanup, which waits for an effect in flight at most SHUTDOWN_WAIT_IN_FLIGHT_MS. A reload in progress,
-   * requests in flight on the API and the Consul read are waited for only afterwards, each with a bound.
+   * requests in flight on the API and the Consul read are waited for only afterwards, each with a bound. Every bound
+   * is cut to what the deadline leaves (stopBounds), so they cannot add up past the forced exit.
    */
-  private async doStop(reason: string): Promise<void> {
+  private async doStop(reason: string, deadline: ShutdownDeadline): Promise<void> {
     // No exec check command runs after this line, and none that ran is left (invariant 6).
     this.pools?.stopCommands();
     this.log.info({ reason }, 'stopping: withdrawing every route');
@@ -369,20 +374,21 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     this.discoveries.clear();
     for (const rec of discoveries) rec.retired = true;
     const drainMs = this.generation?.config.agent.shutdownDrainMs ?? 0;
-    if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs), drainMs + 7000, 'withdraw and cleanup', this.log);
-    await withTimeout(this.reloads.idle(), 1000, 'reload in progress', this.log);
-    if (this.api) await withTimeout(this.api.close(), 1000, 'HTTP API close', this.log);
+    if (this.reconciler) await withTimeout(this.reconciler.shutdown(reason, drainMs, SHUTDOWN_WAIT_IN_FLIGHT_MS, deadline), stopBounds.withdrawAndCleanup(deadline), 'withdraw and cleanup', this.log);
+    await withTimeout(this.reloads.idle(), stopBounds.close(deadline), 'reload in progress', this.log);
+    if (this.api) await withTimeout(this.api.close(), stopBounds.close(deadline), 'HTTP API close', this.log);
     // Nothing below changes what is announced or on the host: the closes run side by side, each within its bound, so
     // a few slow ones don't add up past the exit bound. The registrations file is written after the API closed: a
     // registration answered during the withdraw is in it too.
+    const closeMs = stopBounds.close(deadline);
     await Promise.all([
-      withTimeout(this.registrations.close(), 1000, 'registrations file write', this.log),
-      ...discoveries.map((rec) => withTimeout(rec.instance.close(), 1000, `${rec.entry.name === 'consul' ? 'consul' : rec.entry.name} discovery close`, this.log)),
-      this.generation ? closeGeneration(this.generation, (what, p) => withTimeout(p, 1000, what, this.log)) : undefined,
-      ...(this.pools?.closes() ?? []),
+      withTimeout(this.registrations.close(), closeMs, 'registrations file write', this.log),
+      ...discoveries.map((rec) => withTimeout(rec.instance.close(), closeMs, `${rec.entry.name === 'consul' ? 'consul' : rec.entry.name} discovery close`, this.log)),
+      this.generation ? closeGeneration(this.generation, (what, p) => withTimeout(p, closeMs, what, this.log)) : undefined,
+      this.pools ? withTimeout(Promise.all(this.pools.closes()), closeMs, 'check pools close', this.log) : undefined,
     ]);
     // Last: the sessions drop only after the withdraw (SIGTERM, SIGKILL after 1 s, also when gobgpd is SIGSTOPped).
-    if (this.speaker) await withTimeout(this.speaker.stop(), 3000, 'managed gobgpd stop', this.log);
+    if (this.speaker) await withTimeout(this.speaker.stop(), stopBounds.speakerStop(deadline), 'managed gobgpd stop', this.log);
     this.log.info('stopped');
   }
 }

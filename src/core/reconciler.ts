@@ -23,7 +23,7 @@ import { desiredState, holdUnknown, type AppView, type Hold } from './desired-st
 import type { Model } from './plan.js';
 import { Effects, type RouteEvent } from './effects.js';
 import { applyPlan } from './apply-plan.js';
-import { SHUTDOWN_LATE_ACTION_MS, SHUTDOWN_WAIT_IN_FLIGHT_MS, withdrawAndClean, within } from './shutdown-steps.js';
+import { SHUTDOWN_WAIT_IN_FLIGHT_MS, ShutdownDeadline, shutdownAfterInFlight, withdrawAndClean } from './shutdown-steps.js';
 
 export type { RouteEvent } from './effects.js';
 export { SHUTDOWN_WAIT_IN_FLIGHT_MS } from './shutdown-steps.js';
@@ -205,38 +205,14 @@ export class Reconciler {
 
   /**
    * Shutdown: withdraw every route, then remove every NAT rule and address vipcast owns, in that order. Runs on the
-   * queue after whatever is in flight (waiting for it at most `waitInFlightMs`); no pass touches anything after it. With `drainMs` > 0 every route is first re-announced
-   * with the graceful-shutdown community (RFC 8326) and withdrawn that much later.
+   * queue after whatever is in flight (waiting for it at most `waitInFlightMs`); no pass touches anything after it.
+   * With `drainMs` > 0 every route is first re-announced with the graceful-shutdown community (RFC 8326) and withdrawn
+   * that much later. Every wait is cut to what `deadline` leaves (shutdown-steps.ts).
    */
-  async shutdown(reason = 'shutdown', drainMs = 0, waitInFlightMs = SHUTDOWN_WAIT_IN_FLIGHT_MS): Promise<void> {
+  async shutdown(reason = 'shutdown', drainMs = 0, waitInFlightMs = SHUTDOWN_WAIT_IN_FLIGHT_MS, deadline = ShutdownDeadline.after()): Promise<void> {
     this.close();
-    // Passes stop at their next step once `stopped` is set, so the queue is usually idle within one effect. An effect
-    // that hangs (an iptables call waiting for the xtables lock, a reload swapping speakers) must not hold the
-    // withdraw back: after a bounded wait the shutdown runs beside it, and cleans the host again once it ends.
-    if (this.queue.pending > 0) {
-      const inFlight = this.queue.settled();
-      let timer: NodeJS.Timeout | undefined;
-      const finished = await Promise.race([
-        inFlight.then(() => true),
-        new Promise<false>((resolve) => { timer = setTimeout(resolve, waitInFlightMs, false); }),
-      ]);
-      clearTimeout(timer);
-      if (!finished) {
-        this.log.warn({ waited_ms: waitInFlightMs }, 'an action is still in flight at shutdown: withdrawing without waiting for it');
-        const speakerAnswered = await this.withdrawAndClean(reason, drainMs, true);
-        // Whatever the late action announced or added goes too, if it ends soon; a speaker that did not answer is
-        // not asked again.
-        const late = await within(inFlight, SHUTDOWN_LATE_ACTION_MS);
-        if (!late.ok) this.log.error({ waited_ms: SHUTDOWN_LATE_ACTION_MS }, 'an action still in flight after the shutdown cleanup: whatever it adds when it ends stays (a hung ip, iptables or speaker call)');
-        else await this.withdrawAndClean(reason, 0, speakerAnswered);
-        return;
-      }
-    }
-    await this.queue.run(() => this.withdrawAndClean(reason, drainMs, true));
-  }
-
-  private withdrawAndClean(reason: string, drainMs: number, askSpeaker: boolean): Promise<boolean> {
-    return withdrawAndClean(this.fx, this.model, { reason, drainMs, askSpeaker, log: this.log, countError: () => void this.stats.errors++ });
+    const clean = (drain: number, askSpeaker: boolean) => withdrawAndClean(this.fx, this.model, { reason, drainMs: drain, askSpeaker, deadline, log: this.log, countError: () => void this.stats.errors++ });
+    await shutdownAfterInFlight(this.queue, clean, { drainMs, waitInFlightMs, deadline, log: this.log });
   }
 
   /** Stop timers without touching the world (used when a reload replaces this reconciler's options). */
