@@ -77,6 +77,22 @@ export interface ConsulSettings {
   readonly node: string;
   /** Read with `?stale` (env CONSUL_STALE=true). */
   readonly stale: boolean;
+  /** Consul Enterprise namespace, sent as `ns` on every request (agent.consul_namespace / CONSUL_NAMESPACE); ''/absent = none. */
+  readonly namespace?: string;
+  /** Consul Enterprise admin partition, sent as `partition` (agent.consul_partition / CONSUL_PARTITION); ''/absent = none. */
+  readonly partition?: string;
+  /** TLS to an https consul_addr (agent.consul_tls / CONSUL_CACERT...); absent = the system CAs, no client certificate. */
+  readonly tls?: ConsulTlsSettings;
+}
+
+/** Consul TLS: absolute file paths ('' = unset), checked at load; `fingerprint` = sha256 of settings + contents. No PEM texts. */
+export interface ConsulTlsSettings {
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** The name the server's certificate must carry (and SNI); '' = the host of consul_addr. */
+  readonly serverName: string;
+  readonly fingerprint: string;
 }
 
 /** The three plugin families. A package's default export is one descriptor; its `kind` says which family. */

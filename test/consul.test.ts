@@ -287,7 +287,7 @@ t.test('consul monitor through a real CheckPool: agent path (local addr) and hea
   server.setCheck({ ...base, Status: 'critical' });
   t.match((await run()).reason, /is critical/);
   const agentReqs = server.requests.filter((q) => q.path === '/v1/agent/checks');
-  t.ok(agentReqs.length >= 4 && agentReqs.every((q) => q.query.get('filter') === 'enable_gocast in ServiceTags' && q.token === token), 'agent path with the filter and the token');
+  t.ok(agentReqs.length >= 4 && agentReqs.every((q) => q.query.get('filter') === 'enable_gocast in ServiceTags or CheckID == "_node_maintenance"' && q.token === token), 'agent path with the filter (tagged services and node maintenance) and the token');
   t.equal(server.count('/v1/health/checks'), 0, 'local address: never the catalog');
 
   // Remote path: the same server under another host name (localhost.localdomain style: not localhost/127.0.0.1).

@@ -1,5 +1,5 @@
 /** The validated, typed configuration: what `loadConfig` returns after every check passed. */
-import type { AppSpec, Community, Origin, PeerSpec } from '../plugin-api.js';
+import type { AppSpec, Community, ConsulTlsSettings, Origin, PeerSpec } from '../plugin-api.js';
 import type { MonitorRegistry } from './monitor-registry.js';
 import type { PluginRegistry } from './plugin-registry.js';
 import type { PrefixPolicy } from './prefix-policy.js';
@@ -14,6 +14,11 @@ export interface AgentConfig {
   readonly consulQueryIntervalMs: number;
   /** Consul ACL token; secret. */
   readonly consulToken: string;
+  /** Consul Enterprise namespace / admin partition ('' = none; an agent built in code may leave them out). */
+  readonly consulNamespace?: string;
+  readonly consulPartition?: string;
+  /** TLS files for an https consul_addr, checked at load (config/consul.ts); absent = none set. */
+  readonly consulTls?: ConsulTlsSettings;
   /** Default consecutive passes to go UP / failures to go DOWN for every app. */
   readonly rise: number;
   readonly fall: number;

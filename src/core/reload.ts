@@ -35,6 +35,9 @@ export const AGENT_RELOAD: { readonly [K in keyof AgentConfig]-?: 'live' | 'rest
   consulAddr: 'live', // a new Consul discovery
   consulQueryIntervalMs: 'live',
   consulToken: 'live',
+  consulNamespace: 'live', // part of the Consul settings: a new Consul discovery, new consul monitor params
+  consulPartition: 'live',
+  consulTls: 'live', // files re-read by the reload; a changed fingerprint restarts the discovery
   iptablesBinary: 'live', // a new host-network generation
   checkWorkers: 'live', // a new check pool; the old one closes once its checks have answered
   pidFile: 'live', // the file moves (unless --pid-file named it)

@@ -7,8 +7,20 @@
  *   expires (plus `holdExtraMs`, standing in for Consul's jitter of up to wait/16); `X-Consul-Index` on every answer;
  *   `?stale` accepted (recorded).
  * - GET /v1/agent/checks -> map CheckID -> { Node, CheckID, Name, Status, Notes, Output, ServiceID, ServiceName,
- *   ServiceTags, Type, ... } of the agent's own node; `filter` supports `<tag> in ServiceTags` (quoted or not).
+ *   ServiceTags, Type, ... } of the agent's own node.
  * - GET /v1/health/checks/:service -> array of that service's checks on every node.
+ * - GET /v1/health/node/:node -> array of every check of that node (node checks and service checks).
+ * - Every check has a Type (`http` unless the test sets another: `ttl`, `tcp`...). Maintenance as Consul registers it:
+ *   node maintenance is the node check `_node_maintenance` ("Node Maintenance Mode"), service maintenance the check
+ *   `_service_maintenance:<ServiceID>` ("Service Maintenance Mode") of that instance, both Status critical, Type
+ *   `maintenance`, Notes = the reason (Consul's default text when none is given).
+ * - `filter` (go-bexpr) on the check endpoints, for the expressions vipcast sends: `<Selector> == "<string>"`,
+ *   `<value> in ServiceTags` (value quoted or not), joined by `or`; selectors Node, CheckID, Name, Status, Type,
+ *   ServiceID, ServiceName. Anything else is 400 "Failed to create boolean expression evaluator", as Consul answers a
+ *   filter it can't use.
+ * - `ns`, `partition`, `filter`, `stale` are recorded with every request (RequestRecord), as are the query and token.
+ * - TLS (constructor option `tls: { key, cert, ca }`): https, client certificates required (requestCert and
+ *   rejectUnauthorized, as Consul with `verify_incoming`).
  * - ACL (default deny, as Consul with ACLs on): `setToken(token, policy)` turns ACLs on. An unknown token gets 403
  *   "ACL not found"; a request without a token is the anonymous token (policy `setAnonymousPolicy`, none by default).
  *   What a known token may not read is filtered, not refused, with `X-Consul-Results-Filtered-By-ACLs: true`: the
@@ -17,6 +29,7 @@
  * - Anything else: 404 text, like Consul's mux.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 export interface TestService {
@@ -35,7 +48,20 @@ export interface TestCheck {
   ServiceID: string;
   ServiceName: string;
   ServiceTags?: string[];
+  /** Consul's check type: http (default here), tcp, ttl, script, maintenance... */
+  Type?: string;
+  Notes?: string;
 }
+
+/** The PEM texts of a TLS server: its key and certificate, and the CA client certificates must chain to. */
+export interface TestTls {
+  key: string | Buffer;
+  cert: string | Buffer;
+  ca: string | Buffer;
+}
+
+export const NODE_MAINTENANCE_DEFAULT = 'Maintenance mode is enabled for this node, but no reason was provided. This is a default message.';
+export const SERVICE_MAINTENANCE_DEFAULT = 'Maintenance mode is enabled for this service, but no reason was provided. This is a default message.';
 
 /** An ACL policy's read rules: `node "x"`, `node_prefix "x"`, `service "x"`, `service_prefix "x"` with policy read. */
 export interface TestAclPolicy {
@@ -65,6 +91,10 @@ export interface RequestRecord {
   status: number;
   /** How long the answer was held (blocking query). */
   heldMs: number;
+  /** The `ns`, `partition` and `filter` parameters (null when absent). */
+  ns: string | null;
+  partition: string | null;
+  filter: string | null;
 }
 
 export class ConsulTestServer {
@@ -84,17 +114,28 @@ export class ConsulTestServer {
   failWith: number | undefined;
   /** A blocking query whose wait expired is answered this much later (Consul adds up to wait/16). */
   holdExtraMs = 0;
+  /** Record `filter` but answer unfiltered, as a Consul older than 1.4 (which ignores it). */
+  ignoreFilter = false;
   /** Send this X-Consul-Index instead of the real index (e.g. '0', a bug older Consul versions had). */
   indexHeader: string | undefined;
   port = 0;
 
-  constructor(agentNode = 'node1') {
+  private readonly tls: TestTls | undefined;
+
+  constructor(agentNode = 'node1', opts: { tls?: TestTls } = {}) {
     this.agentNode = agentNode;
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    this.tls = opts.tls;
+    this.server = this.make();
+  }
+
+  private make(): http.Server {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void this.handle(req, res);
+    if (!this.tls) return http.createServer(handler);
+    return https.createServer({ ...this.tls, requestCert: true, rejectUnauthorized: true }, handler);
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   /** consul_addr for vipcast (with /v1). */
@@ -112,7 +153,7 @@ export class ConsulTestServer {
 
   /** Answer on another loopback address too (same port), e.g. 127.0.0.2: reachable, but not "local" by gocast's rule. */
   async listenAlso(host: string): Promise<void> {
-    const extra = http.createServer((req, res) => void this.handle(req, res));
+    const extra = this.make();
     await new Promise<void>((resolve, reject) => {
       extra.once('error', reject);
       extra.listen(this.port, host, () => resolve());
@@ -127,7 +168,7 @@ export class ConsulTestServer {
     for (const w of [...this.waiters]) w();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server = http.createServer((req, res) => void this.handle(req, res));
+    this.server = this.make();
   }
 
   /** Turn ACLs on (default deny) and give `token` this policy (default: read everything). */
@@ -172,6 +213,27 @@ export class ConsulTestServer {
     this.bump();
   }
 
+  /** Node maintenance on (`reason`; '' = Consul's default text) or off (false), as `consul maint -enable/-disable`. */
+  setNodeMaintenance(node: string, reason: string | false): void {
+    this.checks = this.checks.filter((c) => !(c.Node === node && c.CheckID === '_node_maintenance'));
+    if (reason !== false) {
+      this.checks.push({ Node: node, CheckID: '_node_maintenance', Name: 'Node Maintenance Mode', Status: 'critical', ServiceID: '', ServiceName: '', Type: 'maintenance', Notes: reason || NODE_MAINTENANCE_DEFAULT });
+    }
+    this.bump();
+  }
+
+  /** Maintenance of one service instance (by ID) on `node`, as `consul maint -enable -service=ID`; false = off. */
+  setServiceMaintenance(node: string, serviceId: string, reason: string | false): void {
+    const id = `_service_maintenance:${serviceId}`;
+    this.checks = this.checks.filter((c) => !(c.Node === node && c.CheckID === id));
+    if (reason !== false) {
+      const svc = this.nodes.get(node)?.services.get(serviceId);
+      if (!svc) throw new Error(`no service ID ${serviceId} on node ${node}: register it with setServices first`);
+      this.checks.push({ Node: node, CheckID: id, Name: 'Service Maintenance Mode', Status: 'critical', ServiceID: serviceId, ServiceName: svc.Service, ServiceTags: svc.Tags ?? [], Type: 'maintenance', Notes: reason || SERVICE_MAINTENANCE_DEFAULT });
+    }
+    this.bump();
+  }
+
   count(path: string): number {
     return this.requests.filter((r) => r.path.startsWith(path)).length;
   }
@@ -186,7 +248,8 @@ export class ConsulTestServer {
     const url = new URL(req.url ?? '/', 'http://x');
     const rawToken = req.headers['x-consul-token'];
     const token = Array.isArray(rawToken) ? rawToken[0] : rawToken;
-    const record: RequestRecord = { method: req.method ?? '', path: url.pathname, query: url.searchParams, token, status: 0, heldMs: 0 };
+    const q = url.searchParams;
+    const record: RequestRecord = { method: req.method ?? '', path: url.pathname, query: q, token, status: 0, heldMs: 0, ns: q.get('ns'), partition: q.get('partition'), filter: q.get('filter') };
     this.requests.push(record);
     let filtered = false;
     /** `raw`: body already JSON text. */
@@ -238,18 +301,18 @@ export class ConsulTestServer {
       // Built as text: a JS object would put integer-like keys ("10", "9") first, out of Go's order.
       return send(200, `{"Node":${nodeJson},"Services":{${entries.join(',')}}}`, 'raw');
     }
+    const filterText = url.searchParams.get('filter');
+    let match: (c: TestCheck) => boolean = () => true;
+    if (filterText !== null && !this.ignoreFilter) {
+      const parsed = parseFilter(filterText);
+      if (typeof parsed === 'string') return send(400, `Failed to create boolean expression evaluator: ${parsed}`, 'text');
+      match = parsed;
+    }
     if (url.pathname === '/v1/agent/checks') {
-      const filter = url.searchParams.get('filter');
-      let tag: string | undefined;
-      if (filter !== null) {
-        const f = filter.trim().match(/^"?([A-Za-z0-9_.=:/-]+)"?\s+in\s+ServiceTags$/);
-        if (!f) return send(400, `Failed to create boolean expression evaluator: unsupported filter ${JSON.stringify(filter)}`, 'text');
-        tag = f[1];
-      }
       const entries: string[] = [];
       for (const c of [...this.checks].sort((a, b) => byteOrder(a.CheckID, b.CheckID))) {
         if (c.Node !== this.agentNode) continue;
-        if (tag !== undefined && !(c.ServiceTags ?? []).includes(tag)) continue;
+        if (!match(c)) continue;
         if (!(c.ServiceID ? canService(c.ServiceName) : canNode(c.Node))) {
           filtered = true;
           continue;
@@ -263,7 +326,14 @@ export class ConsulTestServer {
       const all = this.checks.filter((c) => c.ServiceName === name);
       const visible = all.filter((c) => canNode(c.Node) && canService(c.ServiceName));
       filtered = visible.length < all.length;
-      return send(200, visible.map(checkJson));
+      return send(200, visible.filter(match).map(checkJson));
+    }
+    if ((m = url.pathname.match(/^\/v1\/health\/node\/([^/]+)$/))) {
+      const name = decodeURIComponent(m[1]!);
+      const all = this.checks.filter((c) => c.Node === name);
+      const visible = all.filter((c) => canNode(c.Node) && (c.ServiceID === '' || canService(c.ServiceName)));
+      filtered = visible.length < all.length;
+      return send(200, visible.filter(match).map(checkJson));
     }
     return send(404, `404 page not found`, 'text');
   }
@@ -301,9 +371,10 @@ export class ConsulTestServer {
 
 function checkJson(c: TestCheck): Record<string, unknown> {
   return {
-    Node: c.Node, CheckID: c.CheckID, Name: c.Name, Status: c.Status, Notes: '', Output: `${c.Status} output`,
-    ServiceID: c.ServiceID, ServiceName: c.ServiceName, ServiceTags: c.ServiceTags ?? [], Type: 'http', Interval: '10s',
-    Timeout: '5s', ExposedPort: 0, Definition: {}, CreateIndex: 20, ModifyIndex: 20,
+    Node: c.Node, CheckID: c.CheckID, Name: c.Name, Status: c.Status, Notes: c.Notes ?? '', Output: c.Type === 'maintenance' ? '' : `${c.Status} output`,
+    ServiceID: c.ServiceID, ServiceName: c.ServiceName, ServiceTags: c.ServiceTags ?? [], Type: c.Type ?? 'http',
+    Interval: c.Type === 'maintenance' || c.Type === 'ttl' ? '' : '10s', Timeout: c.Type === 'maintenance' || c.Type === 'ttl' ? '' : '5s',
+    ExposedPort: 0, Definition: {}, CreateIndex: 20, ModifyIndex: 20,
   };
 }
 
@@ -315,4 +386,46 @@ function parseWait(text: string | null): number {
   const n = Number(m[1]);
   const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
   return Math.min(ms, 10 * 60_000);
+}
+
+const FILTER_SELECTORS = new Set(['Node', 'CheckID', 'Name', 'Status', 'Type', 'ServiceID', 'ServiceName']);
+
+/**
+ * The part of go-bexpr vipcast uses: terms `<Selector> == "<string>"` and `<value> in ServiceTags` (value quoted or
+ * bare) joined by `or`. A matcher, or why the filter is refused.
+ */
+export function parseFilter(text: string): ((c: TestCheck) => boolean) | string {
+  const tokens: Array<{ kind: 'str' | 'word' | 'op'; text: string }> = [];
+  const re = /\s*(?:"((?:[^"\\]|\\.)*)"|(==|!=)|([A-Za-z_][A-Za-z0-9_.:=/-]*))/y;
+  let pos = 0;
+  while (pos < text.length) {
+    if (/^\s*$/.test(text.slice(pos))) break;
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (!m) return `unsupported filter ${JSON.stringify(text)} at ${pos}`;
+    pos = re.lastIndex;
+    if (m[1] !== undefined) tokens.push({ kind: 'str', text: m[1].replace(/\\(.)/g, '$1') });
+    else if (m[2] !== undefined) tokens.push({ kind: 'op', text: m[2] });
+    else tokens.push({ kind: 'word', text: m[3]! });
+  }
+  const terms: Array<(c: TestCheck) => boolean> = [];
+  for (let i = 0; ; ) {
+    const [a, b, c] = [tokens[i], tokens[i + 1], tokens[i + 2]];
+    if (!a || !b || !c) return `unsupported filter ${JSON.stringify(text)}`;
+    if (a.kind === 'word' && FILTER_SELECTORS.has(a.text) && b.kind === 'op' && b.text === '==' && c.kind === 'str') {
+      const sel = a.text as keyof TestCheck;
+      const want = c.text;
+      terms.push((x) => String(x[sel] ?? '') === want);
+    } else if (a.kind !== 'op' && b.kind === 'word' && b.text === 'in' && c.kind === 'word' && c.text === 'ServiceTags') {
+      const tag = a.text;
+      terms.push((x) => (x.ServiceTags ?? []).includes(tag));
+    } else {
+      return `unsupported filter ${JSON.stringify(text)}`;
+    }
+    i += 3;
+    if (i === tokens.length) break;
+    if (tokens[i]!.kind !== 'word' || tokens[i]!.text !== 'or') return `unsupported filter ${JSON.stringify(text)} (only "or" joins terms here)`;
+    i++;
+  }
+  return (x) => terms.some((t) => t(x));
 }

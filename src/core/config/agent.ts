@@ -1,21 +1,13 @@
 /** agent: the agent section's typed settings, flap damping's cross-key checks, the API token and Consul settings. */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { ConsulSettings } from '../../plugin-api.js';
+import { consulScheme, consulTls } from './consul.js';
 import type { AgentConfig, FlapDampingConfig } from '../config-types.js';
 import { Problems } from './problems.js';
 import { DEFAULT_MAINTENANCE_STATE_FILE, DEFAULT_REGISTRATIONS_FILE, DEFAULT_STATE_FILE, DEFAULT_TIMEOUT_CAP_MS, formatMs } from './value-checks.js';
 import type { Get } from './scalars.js';
 
-/** The agent's Consul settings: consul_addr / consul_token (CONSUL_TOKEN already applied) and CONSUL_NODE / CONSUL_STALE. */
-export function consulSettings(agent: Pick<AgentConfig, 'consulAddr' | 'consulToken'>, env: NodeJS.ProcessEnv): ConsulSettings {
-  return Object.freeze({
-    addr: agent.consulAddr ?? '',
-    token: agent.consulToken ?? '',
-    node: env.CONSUL_NODE ?? '',
-    stale: (env.CONSUL_STALE ?? '').toLowerCase() === 'true',
-  });
-}
+export { consulSettings } from './consul.js';
 
 export function buildAgent(get: Get, baseDir: string, problems: Problems, env: NodeJS.ProcessEnv): AgentConfig {
   const monitorIntervalMs = get<number>('agent.monitor_interval');
@@ -29,6 +21,10 @@ export function buildAgent(get: Get, baseDir: string, problems: Problems, env: N
     consulAddr += '/v1';
     problems.warnings.push(`agent.consul_addr: "${consulAddrText}" has no /v1; using "${consulAddr}"`);
   }
+  consulAddr = consulAddr ? consulScheme(consulAddr, env, problems) : '';
+  const tls = consulTls(get, baseDir, env, consulAddr, problems);
+  const namespace = get<string | undefined>('agent.consul_namespace') ?? '';
+  const partition = get<string | undefined>('agent.consul_partition') ?? '';
   const pid = get<string | undefined>('agent.pid_file') ?? '';
   const state = get<string | undefined>('agent.state_file') ?? '';
   // Unset: the persistent default, except for a dry run, which must not share (and overwrite) the file of a real
@@ -49,6 +45,10 @@ export function buildAgent(get: Get, baseDir: string, problems: Problems, env: N
     consulAddr,
     consulQueryIntervalMs: get<number>('agent.consul_query_interval'),
     consulToken: get<string>('agent.consul_token'),
+    // Absent when unset, like consulTls: an agent without them reads as before.
+    ...(namespace ? { consulNamespace: namespace } : {}),
+    ...(partition ? { consulPartition: partition } : {}),
+    ...(tls ? { consulTls: tls } : {}),
     rise: get<number>('agent.rise'),
     fall: get<number>('agent.fall'),
     checkTimeoutMs: explicitTimeout ?? Math.min(monitorIntervalMs ?? DEFAULT_TIMEOUT_CAP_MS, DEFAULT_TIMEOUT_CAP_MS),

@@ -13,6 +13,7 @@ import {
   shutdownDrain, socketMode, type Parse,
 } from './value-checks.js';
 import { GOBGP_KEYS } from '../../plugins/routing/gobgp/settings.js';
+import { consulName, serverName } from './consul.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Schema of the scalar sections (convict)
@@ -44,6 +45,15 @@ export const SCHEMA: Tree = {
     consul_addr: { doc: 'Consul HTTP API base URL including /v1; "" turns Consul off', default: '', parse: consulAddr },
     consul_query_interval: { doc: 'time between two Consul catalog queries', default: '30s', parse: duration(1000) },
     consul_token: { doc: 'Consul ACL token (CONSUL_TOKEN wins)', default: '', parse: secret, env: 'CONSUL_TOKEN', sensitive: true },
+    consul_namespace: { doc: 'Consul Enterprise namespace, sent as ns on every request (CONSUL_NAMESPACE wins); "" = none', default: '', parse: consulName, env: 'CONSUL_NAMESPACE' },
+    consul_partition: { doc: 'Consul Enterprise admin partition, sent as partition (CONSUL_PARTITION wins); "" = none', default: '', parse: consulName, env: 'CONSUL_PARTITION' },
+    // TLS to an https consul_addr (config/consul.ts): files read and checked at load; Consul's own variables win.
+    consul_tls: {
+      ca_file: { doc: 'PEM CA certificate(s) the Consul server\'s certificate must chain to (CONSUL_CACERT wins); "" = the system CAs', default: '', parse: pidFile, env: 'CONSUL_CACERT' },
+      cert_file: { doc: 'PEM client certificate presented to Consul (CONSUL_CLIENT_CERT wins); needs key_file', default: '', parse: pidFile, env: 'CONSUL_CLIENT_CERT' },
+      key_file: { doc: 'PEM key of cert_file (CONSUL_CLIENT_KEY wins)', default: '', parse: pidFile, env: 'CONSUL_CLIENT_KEY' },
+      server_name: { doc: 'name the server certificate must carry, and SNI (CONSUL_TLS_SERVER_NAME wins); "" = the host of consul_addr', default: '', parse: serverName, env: 'CONSUL_TLS_SERVER_NAME' },
+    },
     rise: { doc: 'consecutive passing checks before an app is UP', default: 1, parse: integer(1, 100) },
     fall: { doc: 'consecutive failing checks before an app is DOWN', default: 1, parse: integer(1, 100) },
     check_timeout: { doc: 'time budget of one check; default min(monitor_interval, 5s)', default: undefined, parse: duration(10) },
@@ -137,11 +147,13 @@ export const SECTIONS: Record<string, readonly string[]> = {
   routing: [...Object.keys(SCHEMA.routing!), 'gobgp', 'settings'],
   'routing.gobgp': Object.keys(GOBGP_KEYS),
   'agent.flap_damping': Object.keys((SCHEMA.agent as Tree).flap_damping!),
+  'agent.consul_tls': Object.keys((SCHEMA.agent as Tree).consul_tls!),
 };
 
 /** Names people reach for that no edit distance finds. */
 export const HINTS: Record<string, Record<string, string>> = {
   agent: { interval: 'monitor_interval', timeout: 'check_timeout', listen: 'listen_addr', iptables: 'iptables_binary', workers: 'check_workers', damping: 'flap_damping', dampening: 'flap_damping' },
+  'agent.consul_tls': { ca: 'ca_file', cacert: 'ca_file', ca_cert: 'ca_file', cert: 'cert_file', client_cert: 'cert_file', key: 'key_file', client_key: 'key_file', tls_server_name: 'server_name', servername: 'server_name' },
   'agent.flap_damping': { suppress: 'suppress_threshold', reuse: 'reuse_threshold', half_life_time: 'half_life', max_suppress_time: 'max_suppress', enable: 'enabled' },
   bgp: { neighbors: 'peers', neighbours: 'peers', asn: 'local_as', as: 'local_as', router_id: 'local_ip', community: 'communities' },
   'bgp.peers[]': {

@@ -48,6 +48,47 @@ export function tagsToRegistration(service: string, tags: readonly string[]): { 
   return { input: { name: service, vip, vip_communities: comms, monitor, nat }, origin };
 }
 
+/** Byte order of the UTF-8 forms (Go's string order, which Consul sorts by): not UTF-16 code-unit order. */
+export function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+export interface ChosenInstance {
+  svc: ConsulService;
+  name: string;
+  input?: RegistrationInput;
+  skip?: string;
+  origin: Map<string, string>;
+  /** IDs of the other instances of the name tagged enable_gocast: ignored. */
+  others: string[];
+}
+
+/**
+ * One instance per service name, whatever the order of the catalog's keys: several instances of one service on a
+ * node (different Service IDs) are one app, from the instance with the lowest ID in byte order among those tagged
+ * `enable_gocast`; the other tagged ones are ignored (named in `others`). A name without a tagged instance comes back
+ * once, skipped ('no enable_gocast tag'). Ordered by the chosen ID.
+ */
+export function chooseInstances(services: readonly ConsulService[]): ChosenInstance[] {
+  const sorted = [...services].sort((a, b) => byteOrder(String(a.ID ?? a.Service ?? ''), String(b.ID ?? b.Service ?? '')));
+  const byName = new Map<string, ConsulService[]>();
+  for (const svc of sorted) {
+    const name = String(svc.Service ?? '');
+    const list = byName.get(name) ?? [];
+    list.push(svc);
+    byName.set(name, list);
+  }
+  const out: ChosenInstance[] = [];
+  for (const [name, list] of byName) {
+    const tags = (svc: ConsulService): string[] => (Array.isArray(svc.Tags) ? svc.Tags.map(String) : []);
+    const tagged = list.filter((svc) => tags(svc).includes('enable_gocast'));
+    const svc = tagged[0] ?? list[0]!;
+    const others = tagged.slice(1).map((o) => String(o.ID ?? ''));
+    out.push({ svc, name, ...tagsToRegistration(name, tags(svc)), others });
+  }
+  return out.sort((a, b) => byteOrder(String(a.svc.ID ?? a.name), String(b.svc.ID ?? b.name)));
+}
+
 /** Whether two app lists are the same apps (names, VIPs, communities, monitors, NATs). */
 export function sameApps(a: readonly AppSpec[], b: readonly AppSpec[]): boolean {
   const key = (x: readonly AppSpec[]): string => JSON.stringify(x.map((s) => [s.name, s.vips.map((v) => v.text), s.communities.map((c) => c.text), s.monitors.map((m) => m.text), s.nats.map((n) => n.text)]));

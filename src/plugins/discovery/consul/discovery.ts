@@ -28,19 +28,24 @@
  * - A service gone from the catalog (or untagged) is removed; a node unknown to Consul (`null` without the ACL
  *   header) has no services.
  *
- * node:http, not the `consul` npm package: a blocking query needs the raw X-Consul-Index header, an AbortSignal for
- * close() and our own timeout and status handling.
+ * - Several instances of one service name on the node (different Service IDs): the one with the lowest ID in byte
+ *   order among those tagged enable_gocast is used, whatever the order of the answer's keys; the others are logged
+ *   once (warn) as ignored, naming the chosen ID (catalog.ts chooseInstances).
+ * - Every read carries `ns` / `partition` when set (Consul Enterprise), and goes over TLS with the agent.consul_tls
+ *   files for an https consul_addr.
+ *
+ * HTTP through ../../consul-http.ts (node:http(s), shared with the consul monitor), not the `consul` npm package: see
+ * there why.
  */
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
 import type { AppSpec, ConsulSettings, Discovery } from '../../../plugin-api.js';
 import type { AgentConfig } from '../../../core/config-types.js';
 import type { Logger } from '../../../core/logger.js';
 import type { MonitorRegistry } from '../../../core/monitor-registry.js';
 import { appFromRegistration, type RegistrationInput } from '../../../core/registration.js';
 import { errorDetails, VipcastError } from '../../../core/errors.js';
-import { aclPolicy, sameApps, tagsToRegistration, type ConsulService } from './catalog.js';
-import { header, httpGet, oneLine, sleep, type HttpAnswer } from './http.js';
+import { aclPolicy, chooseInstances, sameApps, type ConsulService } from './catalog.js';
+import { connectError, consulAgent, consulGet, consulHeaders, consulUrl, header, oneLine, sleep, type HttpAnswer } from '../../consul-http.js';
 
 /** Margin beyond a blocking read's wait + jitter, and the whole deadline of a non-blocking read (gocast: 10 s). */
 export const HTTP_TIMEOUT_MS = 10_000;
@@ -58,6 +63,8 @@ export const READ_EVERY_MS = 1000;
 /** A drop to no apps is read again this much later before it is delivered. */
 export const CONFIRM_DELAY_MS = 1000;
 const FILTERED_HEADER = 'x-consul-results-filtered-by-acls';
+/** A catalog answer larger than this is an error (a node's services are kilobytes). */
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /**
  * The deadline of one catalog read: a blocking read waits `waitMs`, plus up to wait/16 that Consul adds to spread
@@ -98,8 +105,9 @@ export class ConsulDiscovery implements Discovery {
   /** Read tokens left (see READ_BURST) and when they were last counted. */
   private tokens = READ_BURST;
   private tokensAt = performance.now();
-  /** Our own connection pool: keep-alive between reads, and no socket timeout of a shared agent. */
-  private readonly httpAgent: http.Agent;
+  /** Our own connection pool: keep-alive between reads, no socket timeout of a shared agent; made at the first read (TLS files). */
+  private httpAgent: http.Agent | undefined;
+
   /** Skip reasons logged for the current catalog, so a re-read of the same catalog doesn't log them again. */
   private logged = new Set<string>();
   private agent: AgentConfig | undefined;
@@ -110,7 +118,6 @@ export class ConsulDiscovery implements Discovery {
   constructor(private readonly opts: ConsulDiscoveryOptions) {
     this.agent = opts.agent;
     this.monitors = opts.monitors;
-    this.httpAgent = opts.consul.addr.startsWith('https:') ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
   /** Why Consul discovery is off for these settings, or undefined when it is on. */
@@ -122,7 +129,9 @@ export class ConsulDiscovery implements Discovery {
 
   /** Same Consul endpoint and identity (a reload with these unchanged keeps the running discovery). */
   static sameSettings(a: ConsulSettings, b: ConsulSettings): boolean {
-    return a.addr === b.addr && a.token === b.token && a.node === b.node && a.stale === b.stale;
+    return a.addr === b.addr && a.token === b.token && a.node === b.node && a.stale === b.stale
+      && (a.namespace ?? '') === (b.namespace ?? '') && (a.partition ?? '') === (b.partition ?? '')
+      && a.tls?.fingerprint === b.tls?.fingerprint;
   }
 
   get settings(): ConsulSettings {
@@ -138,7 +147,8 @@ export class ConsulDiscovery implements Discovery {
     this.onChange = onChange;
     const why = ConsulDiscovery.disabledReason(this.opts.consul);
     if (why) throw new VipcastError('VIPCAST_ERR_CONFIG', `Consul discovery is off: ${why}`);
-    this.opts.log.info({ consul_addr: this.opts.consul.addr, node: this.opts.consul.node, stale: this.opts.consul.stale, token: this.opts.consul.token ? 'set' : 'none' }, 'Consul discovery started');
+    const { addr, node, stale, token, namespace, partition, tls } = this.opts.consul;
+    this.opts.log.info({ consul_addr: addr, node, stale, token: token ? 'set' : 'none', namespace: namespace || undefined, partition: partition || undefined, tls: tls ? 'set' : 'none' }, 'Consul discovery started');
     this.loop = this.run();
   }
 
@@ -161,7 +171,7 @@ export class ConsulDiscovery implements Discovery {
   async close(): Promise<void> {
     this.abort.abort();
     await this.loop;
-    this.httpAgent.destroy();
+    this.httpAgent?.destroy();
   }
 
   private get waitMs(): number {
@@ -241,25 +251,18 @@ export class ConsulDiscovery implements Discovery {
   private async read(signal: AbortSignal, blocking: boolean): Promise<{ services: ConsulService[]; index: number; nodeKnown: boolean }> {
     await this.throttle(signal);
     const { addr, node, token, stale } = this.opts.consul;
-    const query = new URLSearchParams();
-    if (blocking) {
-      query.set('index', String(this.index));
-      query.set('wait', `${Math.ceil(this.waitMs / 1000)}s`);
-    }
-    let url = `${addr}/catalog/node/${encodeURIComponent(node)}`;
-    const qs = query.toString();
-    if (qs || stale) url += `?${qs}${stale ? `${qs ? '&' : ''}stale` : ''}`;
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (token) headers['X-Consul-Token'] = token;
+    const url = consulUrl(this.opts.consul, `/catalog/node/${encodeURIComponent(node)}`,
+      blocking ? { index: String(this.index), wait: `${Math.ceil(this.waitMs / 1000)}s` } : {}, stale);
+    // The TLS files are read here, not at construction: one unreadable now is a logged, retried read error.
+    this.httpAgent ??= consulAgent(this.opts.consul);
     const timeoutMs = requestTimeoutMs(this.waitMs, blocking, this.opts.httpMarginMs);
     const timeout = AbortSignal.timeout(timeoutMs);
     let res: HttpAnswer;
     try {
-      res = await httpGet(url, headers, this.httpAgent, AbortSignal.any([signal, timeout]));
+      res = await consulGet(url, consulHeaders(this.opts.consul), this.httpAgent, AbortSignal.any([signal, timeout]), MAX_BODY_BYTES);
     } catch (err) {
       if (timeout.aborted && !signal.aborted) throw new Error(`no answer within ${timeoutMs} ms`);
-      const e = err as Error & { code?: string };
-      throw new Error(`${e.code ?? e.message}`);
+      throw new Error(connectError(err));
     }
     const { text } = res;
     const who = `the Consul ACL token (agent.consul_token / CONSUL_TOKEN, ${token ? 'set' : 'not set'})`;
@@ -297,23 +300,18 @@ export class ConsulDiscovery implements Discovery {
   /** The apps of a catalog answer, and the skip reasons to log (key, fields, message). */
   private build(services: ConsulService[]): { apps: AppSpec[]; notes: Array<[string, Record<string, unknown>, string]> } {
     const apps: AppSpec[] = [];
-    const seen = new Set<string>();
     const notes: Array<[string, Record<string, unknown>, string]> = [];
-    for (const svc of services) {
-      const name = String(svc.Service ?? '');
-      const tags = Array.isArray(svc.Tags) ? svc.Tags.map(String) : [];
-      const { input, skip, origin } = tagsToRegistration(name, tags);
+    for (const { svc, name, input, skip, origin, others } of chooseInstances(services)) {
       if (!input) {
         if (skip !== 'no enable_gocast tag') notes.push([`${name}|${skip}`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: ${skip}`]);
         continue;
       }
-      if (seen.has(name)) {
-        notes.push([`${name}|dup`, { service: name, service_id: svc.ID }, `Consul service "${name}" skipped: another instance (ID) of it on this node is already used`]);
-        continue;
+      if (others.length > 0) {
+        notes.push([`${name}|instances|${svc.ID}|${others.join(',')}`, { service: name, service_id: svc.ID, ignored: others },
+          `Consul service "${name}" has ${others.length + 1} tagged instances on this node: using ID "${svc.ID}" (the lowest ID), ignoring ${others.map((o) => `"${o}"`).join(', ')}`]);
       }
       try {
         apps.push(this.opts.build ? this.opts.build(input) : appFromRegistration(input, 'consul', this.agent!, this.monitors!, this.opts.consul));
-        seen.add(name);
       } catch (err) {
         const details = errorDetails(err);
         for (const d of details) {
@@ -334,7 +332,7 @@ export class ConsulDiscovery implements Discovery {
     const { apps, notes } = this.build(services);
     const logged = new Set<string>();
     for (const [key, fields, msg] of notes) {
-      if (!this.logged.has(key) && !logged.has(key)) this.opts.log.error(fields, msg);
+      if (!this.logged.has(key) && !logged.has(key)) this.opts.log[key.includes('|instances|') ? 'warn' : 'error'](fields, msg);
       logged.add(key);
     }
     this.logged = logged;
