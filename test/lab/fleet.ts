@@ -214,7 +214,8 @@ export async function createFleet(opts: FleetOptions): Promise<Fleet> {
         'timeformat protocol iso long ms;',
         'protocol device { scan time 1; }',
         // ECMP: every host's path for the VIP in one kernel route.
-        'protocol kernel { ipv4 { import none; export all; }; merge paths yes; }',
+        // BIRD merges at most 16 paths unless told (its default limit).
+        `protocol kernel { ipv4 { import none; export all; }; merge paths yes limit ${Math.max(16, n)}; }`,
         ...protocols,
       ].join('\n') + '\n',
     });
