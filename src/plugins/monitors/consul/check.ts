@@ -26,7 +26,9 @@ interface ConsulCheck {
   ServiceName?: string;
 }
 
+/** Agents by scheme and TLS fingerprint; a reload that rotates certificates adds one, the oldest beyond MAX_AGENTS go. */
 const agents = new Map<string, http.Agent>();
+const MAX_AGENTS = 8;
 
 function agentFor(p: ConsulMonitorParams): http.Agent {
   const key = `${p.addr.startsWith('https:') ? 'https' : 'http'}|${p.tls?.fingerprint ?? ''}`;
@@ -34,6 +36,11 @@ function agentFor(p: ConsulMonitorParams): http.Agent {
   if (!agent) {
     agent = consulAgent({ addr: p.addr, tls: p.tls });
     agents.set(key, agent);
+    for (const [old, a] of agents) {
+      if (agents.size <= MAX_AGENTS) break;
+      a.destroy();
+      agents.delete(old);
+    }
   }
   return agent;
 }
