@@ -3,7 +3,7 @@ import t from 'tap';
 import {
   DEFAULT_POLICY, appPolicyProblems, checkCommunity, checkVip, parseCommunityPattern, type HostAddresses, type PrefixPolicy,
 } from '../src/core/prefix-policy.js';
-import { defaultGateways } from '../src/core/host-addresses.js';
+import { defaultGateways, interfaceAddresses, recordedVips } from '../src/core/host-addresses.js';
 import { parseCommunity, parsePrefix } from '../src/core/values.js';
 import type { AppSpec } from '../src/plugin-api.js';
 
@@ -103,6 +103,70 @@ t.test('appPolicyProblems: VIPs for every source, communities only for sources o
   t.same(appPolicyProblems(app('config'), DEFAULT_POLICY, HOST), ['vip: 127.0.0.1/32 is refused: loopback addresses (127.0.0.0/8) are never announced']);
   t.equal(appPolicyProblems(app('my-plugin'), DEFAULT_POLICY, HOST).length, 2);
   t.match(appPolicyProblems(app('my-plugin'), DEFAULT_POLICY, HOST)[1], /^vip_communities: blackhole \(65535:666\)/);
+});
+
+// An anycast host: its router id on lo (unlabelled and labelled), beside eth0; vipcast's own VIPs are not listed here
+// (interfaceAddresses leaves out what the state file records).
+const HOST_LO: HostAddresses = {
+  interfaces: [
+    { name: 'eth0', address: '198.18.9.2' },
+    { name: 'lo', address: '198.18.9.9', loopback: true },
+    { name: 'lo:rid', address: '198.18.9.10', loopback: true },
+    { name: 'lo', address: '2001:db8:9::9', loopback: true },
+  ],
+  gateways: [],
+};
+const LO_ROWS: Row[] = [
+  ['198.18.9.9/32', POLICY, 'http', /^it is 198\.18\.9\.9, an address of this host on loopback interface lo that vipcast did not put there \(only an app of the config file may adopt an address already on lo\)$/],
+  ['198.18.9.10/32', POLICY, 'consul', /^it is 198\.18\.9\.10, an address of this host on loopback interface lo:rid /],
+  ['2001:db8:9::9/128', POLICY, 'my-plugin', /^it is 2001:db8:9::9, an address of this host on loopback interface lo /],
+  ['198.18.9.8/30', POLICY, 'http', /^it contains 198\.18\.9\.9, an address of this host on loopback interface lo /],
+  ['198.18.9.9/32', POLICY, 'config', undefined],
+  ['2001:db8:9::9/128', POLICY, 'config', undefined],
+  ['198.18.9.0/24', POLICY, 'config', /^it contains 198\.18\.9\.2, an address of this host \(interface eth0\)$/],
+  ['198.18.9.11/32', POLICY, 'http', undefined],
+];
+
+t.test(`addresses on lo: ${LO_ROWS.length} VIPs`, async (t) => {
+  for (const [vip, policy, source, reason] of LO_ROWS) {
+    const got = checkVip(parsePrefix(vip, 'vip'), policy, { source, host: HOST_LO });
+    if (reason === undefined) t.equal(got, undefined, `${vip} from ${source} passes`);
+    else t.match(got, reason, `${vip} from ${source}: ${String(reason)}`);
+  }
+});
+
+t.test('the host addresses: lo counts except 127/8, ::1 and the VIPs the host state file records (owned or adopted)', async (t) => {
+  const state = JSON.stringify({ version: 1, vips: [
+    { app: 'web', prefix: '198.18.9.20/32', label: 'lo:web', owned: true },
+    { app: 'adopted', prefix: '198.18.9.21/32', owned: false },
+    { app: 'v6', prefix: '2001:0db8:0009::20/128', owned: true },
+    { app: 'net', prefix: '198.18.10.0/24', owned: true },
+    { app: 'bad', prefix: 'not a prefix', owned: true },
+    { app: 'bad2', owned: true },
+    null,
+  ] });
+  const recorded = recordedVips(state);
+  t.same(recorded, ['198.18.9.20/32', '198.18.9.21/32', '2001:db8:9::20/128', '198.18.10.0/24'], 'every well-formed record, in one spelling');
+  t.same(recordedVips(''), [], 'no file');
+  t.same(recordedVips('{"vips": 3}'), []);
+  t.same(recordedVips('garbage'), []);
+  const v4 = (address: string, len: number, internal = true) => ({ address, netmask: '', family: 'IPv4' as const, mac: '00:00:00:00:00:00', internal, cidr: `${address}/${len}` });
+  const v6 = (address: string, len: number, internal = true) => ({ address, netmask: '', family: 'IPv6' as const, mac: '00:00:00:00:00:00', internal, cidr: `${address}/${len}`, scopeid: 0 });
+  const got = interfaceAddresses({
+    lo: [v4('127.0.0.1', 8), v4('127.0.1.1', 32), v4('198.18.9.9', 32), v4('198.18.9.21', 32), v6('::1', 128), v6('2001:db8:9::9', 128), v6('2001:db8:9::20', 128), v4('198.18.10.0', 24), v4('198.18.10.0', 32)],
+    'lo:web': [v4('198.18.9.20', 32)],
+    'lo:rid': [v4('198.18.9.10', 32)],
+    eth0: [v4('198.18.9.2', 24, false), v6('fe80::1', 64, false)],
+  }, new Set(recorded));
+  t.same(got, [
+    { name: 'lo', address: '198.18.9.9', loopback: true },
+    { name: 'lo', address: '2001:db8:9::9', loopback: true },
+    { name: 'lo', address: '198.18.10.0', loopback: true },
+    { name: 'lo:rid', address: '198.18.9.10', loopback: true },
+    { name: 'eth0', address: '198.18.9.2' },
+    { name: 'eth0', address: 'fe80::1' },
+  ], 'lo: the router ids (labelled or not) and a /32 that is not the recorded /24; not 127/8, ::1, nor what vipcast put there or adopted');
+  t.same(interfaceAddresses({ lo: [v4('198.18.9.20', 32)] }), [{ name: 'lo', address: '198.18.9.20', loopback: true }], 'no state file: an address on lo is the host\'s');
 });
 
 t.test('default gateways from the kernel tables', async (t) => {

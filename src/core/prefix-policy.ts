@@ -18,8 +18,10 @@
  *  5. agent.allowed_prefixes is set and no entry contains it; for sources other than the config file, also
  *     agent.registration_allowed_prefixes when that is set;
  *  6. it contains the address of a BGP peer (bgp.peer_ip, bgp.peers[].peer_ip; the default gateway when a peer's
- *     address is unset), bgp.local_ip (router id and next hop), or an address of one of the host's interfaces other
- *     than loopback ones (the VIPs vipcast puts on lo are not "own" addresses; lo's 127/8 and ::1 are caught by 2).
+ *     address is unset), bgp.local_ip (router id and next hop), or an address of one of the host's interfaces,
+ *     loopback ones included (an operator's router id on lo), but not the VIPs vipcast put on lo or adopted (its
+ *     state file records them) and, for the config file's apps, not an address already on lo: the operator names
+ *     it there to have it adopted (docs/HOST.md). lo's 127/8 and ::1 are caught by 2.
  *
  * Communities from sources other than the config file (HTTP, Consul, plugins): with agent.allowed_communities unset,
  * any regular community passes and the well-known/reserved ones (0:*, 65535:*: blackhole, no-export, no-advertise,
@@ -61,8 +63,11 @@ export interface PrefixPolicy {
 
 /** The host's own addresses at the time of a check (host-addresses.ts). */
 export interface HostAddresses {
-  /** Addresses of non-loopback interfaces. */
-  readonly interfaces: readonly { readonly name: string; readonly address: string }[];
+  /**
+   * The host's interface addresses; `loopback`: on a loopback interface (never 127/8 or ::1, nor a VIP vipcast put
+   * there or adopted).
+   */
+  readonly interfaces: readonly { readonly name: string; readonly address: string; readonly loopback?: boolean }[];
   /** Default gateways (IPv4 and IPv6). */
   readonly gateways: readonly string[];
 }
@@ -167,7 +172,12 @@ export function checkVip(prefix: Prefix, policy: PrefixPolicy, ctx: { readonly s
     }
   }
   for (const own of ctx.host.interfaces) {
-    if (containsAddress(prefix, own.address)) return `${holds(own.address)} ${own.address}, an address of this host (interface ${own.name})`;
+    if (!containsAddress(prefix, own.address)) continue;
+    if (!own.loopback) return `${holds(own.address)} ${own.address}, an address of this host (interface ${own.name})`;
+    // Already on lo and not vipcast's: the operator may adopt it by naming it in the file; nobody else may take it.
+    if (ctx.source !== 'config') {
+      return `${holds(own.address)} ${own.address}, an address of this host on loopback interface ${own.name} that vipcast did not put there (only an app of the config file may adopt an address already on lo)`;
+    }
   }
   return undefined;
 }

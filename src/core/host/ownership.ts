@@ -9,6 +9,7 @@ import { VipcastError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { parsePrefix } from '../values.js';
 import { checkVipBinding } from './checks.js';
+import { trackVipStateFile } from '../host-addresses.js';
 
 /** One address the state file records: `owned` addresses were added by vipcast, the others were adopted. */
 export interface VipRecord {
@@ -23,7 +24,10 @@ export class OwnershipState {
   private loading: Promise<VipRecord[]> | undefined;
   private keptAs: string | undefined;
 
-  constructor(readonly stateFile: string, private readonly log: Logger) {}
+  constructor(readonly stateFile: string, private readonly log: Logger) {
+    // The prefix policy must not count the addresses recorded here as the host's own (host-addresses.ts).
+    trackVipStateFile(stateFile);
+  }
 
   /** Where a corrupt state file found at start was kept (set when there was one). */
   get corruptKeptAs(): string | undefined {
