@@ -192,6 +192,8 @@ t.test('close() is idempotent, answers in-flight checks and kills their processe
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const pidFile = join(dir, 'pids');
   const pool = new CheckPool({ workers: 2 });
+  // close() is what this test exercises; the teardown only stops the pool if an await before it failed (idempotent).
+  t.teardown(() => pool.close());
   const exec = pool.run(spec(`exec:echo $$ >> ${pidFile}; sleep 60 & echo $! >> ${pidFile}; wait; echo ${randomUUID()}`), 10_000);
   t.ok(await waitFor(async () => (await pidsIn(pidFile)).length >= 2), 'the exec check started bash and sleep');
   const pids = await pidsIn(pidFile);

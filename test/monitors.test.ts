@@ -60,6 +60,14 @@ async function udpSocket(type: 'udp4' | 'udp6', address: string, port = 0): Prom
   return socket;
 }
 const closeUdp = (socket: dgram.Socket): Promise<void> => new Promise((resolve) => socket.close(() => resolve()));
+/** For t.teardown: close a socket the test may have closed already (a second close() throws). */
+const closeUdpIfOpen = (socket: dgram.Socket): void => {
+  try {
+    socket.close();
+  } catch {
+    // already closed
+  }
+};
 
 function hasIpv6Loopback(): boolean {
   try {
@@ -136,6 +144,7 @@ t.test('port:tcp:N ignores a port that only has an established (non-listening) s
 
 t.test('port:udp:N is up while a UDP socket is bound to N (IPv4 and IPv6) and down once it is closed', async (t) => {
   const v4 = await udpSocket('udp4', '127.0.0.1');
+  t.teardown(() => closeUdpIfOpen(v4));
   const port4 = portOf(v4);
   await fresh();
   const up4 = await pool.run(spec(`port:udp:${port4}`), 1000);
@@ -149,6 +158,7 @@ t.test('port:udp:N is up while a UDP socket is bound to N (IPv4 and IPv6) and do
 
   if (hasIpv6Loopback()) {
     const v6 = await udpSocket('udp6', '::1');
+    t.teardown(() => closeUdpIfOpen(v6));
     const port6 = portOf(v6);
     await fresh();
     const up6 = await pool.run(spec(`port:udp:${port6}`), 1000);
