@@ -11,7 +11,7 @@ import { request as httpRequest } from 'node:http';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { API_BODY_LIMIT, API_REQUEST_TIMEOUT_MS, exposureWarnings } from '../src/core/api.js';
-import { Accounts, RateLimiter, OncePer, bearer, findPeerUid, localPeerUid, procHex, tokenMatches, uidAllowed } from '../src/core/api-auth.js';
+import { Accounts, ApiGuard, RateLimiter, OncePer, bearer, findPeerUid, localPeerUid, procHex, tokenMatches, uidAllowed } from '../src/core/api-auth.js';
 import { parseConfigText } from '../src/core/config.js';
 import { VipcastError } from '../src/core/errors.js';
 import { DaemonProcess, freePort, type LogLine } from './helpers/daemon.js';
@@ -101,6 +101,18 @@ t.test('bearer tokens: header parsing and constant-time comparison', async (t) =
   t.ok(tokenMatches('0123456789abcdef', '0123456789abcdef'));
   t.notOk(tokenMatches('0123456789abcdeF', '0123456789abcdef'));
   t.notOk(tokenMatches('', ''), 'no configured token matches nothing');
+});
+
+t.test('a wrong token is 401 even from root only when a token is configured; with none, root is judged by its uid', async (t) => {
+  const guard = new ApiGuard();
+  const ends = { localAddress: '127.0.0.1', localPort: 8080, remoteAddress: '127.0.0.1', remotePort: 40000 };
+  const agent = (apiToken: string) => ({ apiToken, apiAllowedUsers: [], apiAllowedGroups: [], apiInsecureOpen: false });
+  const call = (authorization: string | undefined, apiToken: string, uid: number) =>
+    guard.decide({ unix: false, authorization, action: '/register', ...ends }, agent(apiToken), () => Promise.resolve(uid));
+  t.match(await call('Bearer wrong-token-0123456789abcdef', 'right-token-0123456789abcdef', 0), { ok: false, status: 401, invalidToken: true, reason: '/register: the bearer token is wrong' }, 'configured: root with a wrong token is refused');
+  t.match(await call('Bearer wrong-token-0123456789abcdef', '', 0), { ok: true, who: 'uid 0' }, 'none configured: the header is ignored, root is root');
+  t.match(await call('Bearer wrong-token-0123456789abcdef', '', 65534), { ok: false, status: 403 }, 'and nobody is nobody');
+  t.match(await call('Basic dXNlcjpwdw==', '', 0), { ok: false, status: 401, invalidToken: true }, 'a malformed header is refused either way');
 });
 
 t.test('allowed users and groups: names, numbers, primary and supplementary groups', async (t) => {

@@ -228,6 +228,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
 
   t.test('gobgpd already running with another AS is VIPCAST_ERR_ROUTER_CONFLICT', async (t) => {
     const other = new GobgpRouter({ bgp: bgp({ localAs: 65099, localIp: A.node }), gobgp: { address: g1.address }, log, runIp: inNode });
+    cleanups.push(() => other.close());
     await t.rejects(other.start(), { code: 'VIPCAST_ERR_ROUTER_CONFLICT', message: /already runs with AS 65000/ });
     await other.close();
     await t.resolves(other.close(), 'close is safe twice');
@@ -237,6 +238,7 @@ t.test('gobgp router against a real gobgpd (node) and a real BIRD (tor)', { skip
     const g2 = await startGobgpd({ ns: node });
     cleanups.push(() => g2.stop());
     const r2 = new GobgpRouter({ bgp: bgp({ localIp: A.node }), gobgp: { address: g2.address }, log, runIp: inNode });
+    cleanups.push(() => r2.close());
     await t.rejects(r2.start(), { code: 'VIPCAST_ERR_ROUTER_CONFLICT', message: /cannot listen for BGP on .*port 179.*address already in use.*listen_port: -1/s });
     await r2.close();
     await g2.stop();

@@ -1,12 +1,13 @@
 /**
- * Who may call the HTTP API's mutating endpoints (/register, /unregister, POST /reload): vipcast runs as root and
- * announces routes, so an unprivileged local user must not be able to (DESIGN.md invariant 9).
+ * Who may call the HTTP API's mutating endpoints (/register, /unregister, POST /reload, POST /maintenance): vipcast
+ * runs as root and announces routes, so an unprivileged local user must not be able to (DESIGN.md invariant 9).
  *
  * A caller is authorized by one of:
  * - the unix socket (`agent.listen_addr: unix:/path`): whoever can open the socket file; its mode and group
  *   (`agent.api_socket_mode`, `agent.api_socket_group`) are the access control, as with docker.sock;
  * - a bearer token (`Authorization: Bearer <token>`, from `agent.api_token_file` or `agent.api_token_env`),
- *   compared in constant time and never logged;
+ *   compared in constant time and never logged; a wrong one is 401 even from root, but only when a token is
+ *   configured (with none, a well-formed bearer header is ignored and the caller is judged by the rules below);
  * - for TCP from this host (the client's socket is in this network namespace's socket table, /proc/net/tcp{,6}):
  *   the owner uid of the client's socket, as the kernel records it: root, the user vipcast runs as,
  *   `agent.api_allowed_users` and members of `agent.api_allowed_groups`. gocast's registration scripts run as root
