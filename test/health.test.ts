@@ -1,5 +1,5 @@
 import t from 'tap';
-import { HealthTracker, type CheckRunner, type HealthChange } from '../src/core/health.js';
+import { HealthTracker, PHASE_SLOT_MS, phaseOf, type CheckRunner, type HealthChange } from '../src/core/health.js';
 import { silentLogger } from '../src/core/logger.js';
 import { makeApp, ScriptedRunner } from './helpers/apps.js';
 import { waitFor } from './lab/netns.js';
@@ -108,8 +108,53 @@ t.test('rounds keep a fixed schedule: late timers do not push every later round 
   health.track(makeApp('a', { monitors: ['port:tcp:2008'], intervalMs: INTERVAL_MS }));
   await waitFor(() => starts.length >= 9, 10_000, 'nine rounds');
   globalThis.setTimeout = realSetTimeout;
-  // How far past its slot (a multiple of the interval after tracking) each round started. Drifting by 25+ ms a round,
-  // rounds 4 to 7 would start 100-199 ms past theirs.
-  const late = starts.slice(0, 9).map((s) => (s - tracked) % INTERVAL_MS);
+  // How far past its slot each round started: the first at tracking, the later ones in the app's phase slots (its phase
+  // plus a multiple of the interval). Drifting by 25+ ms a round, rounds 4 to 7 would start 100-199 ms past theirs.
+  const phase = phaseOf('a', INTERVAL_MS);
+  const late = [starts[0]! - tracked, ...starts.slice(1, 9).map((s) => (((s - phase) % INTERVAL_MS) + INTERVAL_MS) % INTERVAL_MS)];
   t.ok(Math.max(...late) < INTERVAL_MS / 2, `rounds started ${late.map((l) => l.toFixed(0)).join(', ')} ms past their slots`);
+});
+
+t.test('check phases are spread over the interval: a thousand apps do not check in the same tick (decision latency outliers, issue 14)', async (t) => {
+  const names = Array.from({ length: 1000 }, (_, i) => `app${i}`);
+  const perSlot = new Map<number, number>();
+  for (const n of names) perSlot.set(phaseOf(n, 1000), (perSlot.get(phaseOf(n, 1000)) ?? 0) + 1);
+  t.same([...perSlot.keys()].filter((p) => !(p >= 0 && p < 1000 && p % PHASE_SLOT_MS === 0)), [], 'every phase is the start of a slot');
+  t.equal(perSlot.size, 1000 / PHASE_SLOT_MS, 'every slot of a 1 s interval is used');
+  t.ok(Math.max(...perSlot.values()) <= 100, `at most 100 apps in one slot (${Math.max(...perSlot.values())})`);
+  t.same(names.map((n) => phaseOf(n, 1000)), names.map((n) => phaseOf(n, 1000)), 'the phase of a name is stable');
+  t.equal(phaseOf('x', 30), 0, 'an interval shorter than a slot has one phase');
+
+  // Tracked at once, the apps' first rounds run together; their later rounds start in their own slots.
+  const INTERVAL_MS = 400;
+  const starts = new Map<string, number[]>();
+  const runner: CheckRunner = {
+    run: async (spec) => {
+      const list = starts.get(spec.text) ?? [];
+      list.push(performance.now());
+      starts.set(spec.text, list);
+      return { ok: true, reason: 'pass', durationMs: 0 };
+    },
+  };
+  const health = new HealthTracker(runner, silentLogger());
+  t.teardown(() => health.close());
+  const apps = Array.from({ length: 40 }, (_, i) => makeApp(`spread${i}`, { monitors: [`port:tcp:${3000 + i}`], intervalMs: INTERVAL_MS }));
+  for (const a of apps) health.track(a);
+  await waitFor(() => apps.every((a) => (health.get(a.name)?.rounds ?? 0) >= 3), 10_000, 'three rounds of every app');
+  const firsts = [...starts.values()].map((s) => s[0]!);
+  t.ok(Math.max(...firsts) - Math.min(...firsts) < 200, 'every first round ran at once');
+  const slotsUsed = new Set(apps.map((a) => phaseOf(a.name, INTERVAL_MS)));
+  t.ok(slotsUsed.size >= 4, `40 apps use ${slotsUsed.size} of 8 slots`);
+  const off: string[] = [];
+  for (const [i, a] of apps.entries()) {
+    const s = starts.get(`port:tcp:${3000 + i}`)!;
+    const gap = s[1]! - s[0]!;
+    const third = s[2]! - s[1]!;
+    // Generous bounds (a loaded machine fires timers late); the point is the slot, not the precision.
+    if (!(gap >= INTERVAL_MS / 2 - 5 && gap <= INTERVAL_MS * 1.5 + 150)) off.push(`${a.name}: second round ${gap.toFixed(0)} ms after the first`);
+    if (!(third >= INTERVAL_MS - 100 && third <= INTERVAL_MS + 150)) off.push(`${a.name}: third round ${third.toFixed(0)} ms after the second`);
+    const late = (((s[1]! - phaseOf(a.name, INTERVAL_MS)) % INTERVAL_MS) + INTERVAL_MS) % INTERVAL_MS;
+    if (late > 150) off.push(`${a.name}: second round ${late.toFixed(0)} ms past its phase slot`);
+  }
+  t.same(off, [], 'the second round 0.5-1.5 intervals after the first, in the app\'s phase slot, the third one interval later');
 });

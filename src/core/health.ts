@@ -9,10 +9,34 @@
  *   spread over the whole interval, and the same checks cost more and more CPU.
  * - A round never overlaps the app's previous round: one that took longer than the interval is followed by the next
  *   round at once, which takes the last slot due; the rounds after it are back on the schedule.
+ * - Phases are spread over the interval: an app's first round runs at once (a new app's first verdict is not delayed),
+ *   the rounds after it in the app's own phase slot (phaseOf: a hash of its name picks one of the interval's
+ *   PHASE_SLOT_MS-wide slots). A thousand apps with the same interval then check ~50 at a time, twenty times a second,
+ *   instead of all in one tick: a check queued behind 999 others took up to 470 ms to decide (issue 14). Apps of one
+ *   slot still check together (one /proc read per worker, one reconciler pass).
  * - An app with no monitors is UP at once (gocast behaviour).
  */
 import type { AppSpec, CheckResult, MonitorSpec } from '../plugin-api.js';
 import type { Logger } from './logger.js';
+
+/** Width of a phase slot: the apps of a slot check in the same tick (port checks share one read of /proc within 50 ms). */
+export const PHASE_SLOT_MS = 50;
+
+/**
+ * An app's phase within its interval (ms, whole): the start of one of the interval's PHASE_SLOT_MS-wide slots, picked by
+ * a hash of the name (FNV-1a), so it is the same at every start and for every app of that name.
+ */
+export function phaseOf(name: string, intervalMs: number): number {
+  const slots = Math.max(1, Math.floor(intervalMs / PHASE_SLOT_MS));
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return Math.floor(((h % slots) * intervalMs) / slots);
+}
+
+/** The first time at or after `t` (performance.now() ms) that is `phase` plus a whole number of intervals. */
+export function alignToPhase(t: number, phase: number, intervalMs: number): number {
+  return phase + Math.ceil((t - phase) / intervalMs) * intervalMs;
+}
 
 export type HealthState = 'unknown' | 'up' | 'down';
 
@@ -55,6 +79,8 @@ interface Entry {
   generation: number;
   /** The slot (performance.now() time) of the round scheduled or running; the next one is due one interval later. */
   due: number;
+  /** The round in `due` ran at once (new app, changed spec), off the app's phase: the next one joins the phase. */
+  offPhase: boolean;
 }
 
 export class HealthTracker {
@@ -89,6 +115,7 @@ export class HealthTracker {
       stopped: false,
       generation: 0,
       due: 0,
+      offPhase: true,
     };
     this.apps.set(spec.name, entry);
     if (spec.monitors.length === 0) {
@@ -125,14 +152,20 @@ export class HealthTracker {
   /** A round at once, and the schedule restarts from it (new app, changed spec). */
   private scheduleNow(entry: Entry): void {
     entry.due = performance.now();
+    entry.offPhase = true;
     this.schedule(entry, 0);
   }
 
-  /** The round after the one in slot `entry.due`: one interval later, or at once in the last slot already due. */
+  /**
+   * The round after the one in slot `entry.due`: one interval later, or at once in the last slot already due. After a
+   * round run at once, the first slot of the app's phase at least half an interval later (so the next round comes
+   * 0.5-1.5 intervals after it, never right on its heels).
+   */
   private scheduleNext(entry: Entry): void {
     const interval = entry.spec.intervalMs;
     const now = performance.now();
-    const next = entry.due + interval;
+    const next = entry.offPhase ? alignToPhase(entry.due + interval / 2, phaseOf(entry.spec.name, interval), interval) : entry.due + interval;
+    entry.offPhase = false;
     entry.due = next <= now ? next + Math.floor((now - next) / interval) * interval : next;
     // Whole milliseconds: timers with equal delays share one timer list in Node (fractions would make a list each).
     this.schedule(entry, Math.max(0, Math.ceil(entry.due - now)));
