@@ -296,9 +296,11 @@ t.test('daemon on 127.0.0.1: nobody is refused with 403 on every mutating endpoi
 
   // Many refused requests: one log line a minute per caller and path, then 429 past the burst.
   const before = d.lines.filter((l) => l.msg === 'API request refused').length;
-  const many = await requestsAs(`${base}/unregister?name=cfg`, { count: 120 });
+  // 300 in a row get past the burst of 100 unless they take over 10 s (20 a second refill). 120 got no 429 once on the
+  // loaded 2-core box (load average ~20): they took over 1 s.
+  const many = await requestsAs(`${base}/unregister?name=cfg`, { count: 300 });
   const codes = many.map((m) => m.status);
-  t.equal(codes.filter((c) => c === 403).length + codes.filter((c) => c === 429).length, 120);
+  t.equal(codes.filter((c) => c === 403).length + codes.filter((c) => c === 429).length, 300);
   t.ok(codes.includes(429), 'past the burst: 429');
   const limited = many.find((m) => m.status === 429)!;
   t.match(limited.headers['retry-after'], /^\d+$/);
