@@ -14,7 +14,8 @@ import { Reconciler } from './reconciler.js';
 import { buildGeneration, closeGeneration, startGeneration, type Generation } from './container.js';
 import { Metrics } from './metrics.js';
 import { Coalescer } from './serial-queue.js';
-import { exposureWarnings, startApi, type ApiServer } from './api.js';
+import type { ApiServer } from './api.js';
+import { exposureWarnings } from './exposure.js';
 import { configHash, reloadConfig } from './reload.js';
 import { reconcilerOptions, type DaemonForApi, type DaemonForReload, type ReloadResult } from './daemon-api.js';
 import { consulSettings } from './config.js';
@@ -143,10 +144,12 @@ export class Daemon implements DaemonForApi, DaemonForReload {
   private async doStart(): Promise<void> {
     this.keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
     const config = await this.loadConfig();
-    // The managed gobgpd first: the first generation's router connects to its socket.
+    // The managed gobgpd first: the router connects to its socket in startGeneration. The generation is built while it
+    // boots (gRPC modules, local addresses); a failure of the speaker still comes first.
     this.speaker = await createManagedSpeaker(config.routing, this.opts.dryRun, this.log, () => this.metrics.gobgpdRestarts.inc());
-    await this.speaker?.start();
-    this.generation = await buildGeneration(config, { log: this.log });
+    const speakerUp = this.speaker?.start();
+    speakerUp?.catch(() => undefined);
+    this.generation = await buildGeneration(config, { log: this.log }).finally(() => speakerUp);
     const { router, host } = this.generation;
     this.log.info({ file: config.file, apps: config.apps.length, routing: config.routing.plugin }, 'config loaded');
     for (const w of config.warnings ?? []) this.log.warn({ file: config.file }, w);
@@ -215,7 +218,8 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     if (this.stopping) return;
     const old = this.api;
     if (old && old.listenAddr === listenAddr) return;
-    this.api = listenAddr ? await startApi(this, listenAddr, this.log.child({ component: 'api' })) : undefined;
+    // fastify loads here, after the first pass, not before the first announce.
+    this.api = listenAddr ? await (await import('./api.js')).startApi(this, listenAddr, this.log.child({ component: 'api' })) : undefined;
     await old?.close();
   }
 

@@ -26,7 +26,6 @@ import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, join, isAbsolute } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import semver from 'semver';
 import { PLUGIN_API_VERSION, type DiscoveryPlugin, type MonitorPlugin, type PluginKind, type RouterPlugin, type VipcastPlugin } from '../plugin-api.js';
 import { VipcastError } from './errors.js';
 import type { ProbeAnswer } from './plugin-probe-worker.js';
@@ -117,6 +116,8 @@ export async function loadPlugin(name: string, baseDir: string, opts: LoadOption
   const file = resolvePlugin(name, baseDir, path);
   if (!importedVersions.has(file)) importedVersions.set(file, installedVersion(file, name));
   let mod: unknown;
+  // semver only here: a config without `plugins:` (and `vipcast validate` of one) never loads it.
+  const { default: semver } = await import('semver');
   try {
     mod = await import(pathToFileURL(file).href);
   } catch (err) {

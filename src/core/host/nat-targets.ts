@@ -19,8 +19,9 @@ type Family = 'ipv4' | 'ipv6';
 /** Found once; a failure leaves that family without a NAT target, which setNat reports per app. */
 export async function discoverLocalAddresses(config: VipcastConfig, log?: Logger): Promise<LocalAddresses> {
   const found: { v4?: string; v6?: string } = {};
-  for (const family of ['ipv4', 'ipv6'] as const) {
-    if (config.bgp.localIp && config.bgp.localIp.includes(':') === (family === 'ipv6')) continue;
+  // Both families at once (each is one or two `ip` runs): start-up and `vipcast validate` wait for the slower only.
+  await Promise.all((['ipv4', 'ipv6'] as const).map(async (family) => {
+    if (config.bgp.localIp && config.bgp.localIp.includes(':') === (family === 'ipv6')) return;
     const peer = config.bgp.peers.find((p) => p.address !== undefined && p.address.includes(':') === (family === 'ipv6'))?.address;
     try {
       const addr = await localIpFor(peer ?? (await resolveDefaultGateway(family)));
@@ -29,7 +30,7 @@ export async function discoverLocalAddresses(config: VipcastConfig, log?: Logger
     } catch (err) {
       log?.debug({ err, family }, 'no local address found for NAT rules of this family');
     }
-  }
+  }));
   return { v4: () => found.v4, v6: () => found.v6 };
 }
 
