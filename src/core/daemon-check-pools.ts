@@ -21,6 +21,12 @@ import { withTimeout } from './daemon-stop.js';
  * one takes over. Memory outside the V8 heap (Buffers, native add-ons) is not bounded by these.
  */
 export const PLUGIN_RESOURCE_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 } as const;
+/**
+ * The built-in checks' workers: a small young generation (V8 sizes it by the machine's memory otherwise, up to 16 MB a
+ * semi-space per thread). Their checks keep little alive (a socket, a result) and answer within their timeout, so
+ * scavenges stay short; the old generation is not capped (a cap would end a worker, and a check, for vipcast's sake).
+ */
+export const BUILTIN_RESOURCE_LIMITS = { maxYoungGenerationSizeMb: 4 } as const;
 /** A plugin's worker is recycled once this many of its checks ignore their abort signal (1 s past their timeout). */
 export const PLUGIN_MAX_STUCK = 4;
 /** How often plugin pools that no app uses any more are looked for. */
@@ -29,8 +35,15 @@ const SWEEP_MS = 5000;
 export class DaemonCheckPools {
   /** The pool every check runs on but those that start processes and those of plugin packages. */
   pool: CheckPool;
-  /** Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. */
-  readonly commandPool: CheckPool;
+  /**
+   * Checks that start processes (exec) get their own worker: spawning 50 shells never holds up a port check. Made when
+   * the first such check runs: a host without exec checks does not keep an idle worker (a V8 heap, ~10-20 MB RSS).
+   */
+  get commandPool(): CheckPool {
+    this.commands ??= new CheckPool({ workers: 1, resourceLimits: BUILTIN_RESOURCE_LIMITS, log: this.log.child({ component: 'check-pool', pool: 'commands' }), metrics: this.metrics.checkPool('commands') });
+    return this.commands;
+  }
+  private commands: CheckPool | undefined;
   /** agent.check_workers of the pool in use. */
   workers = 0;
   /** The pool of each plugin package whose monitors were checked, by package name. */
@@ -45,7 +58,6 @@ export class DaemonCheckPools {
   /** `log`: the daemon's; `apps`: the apps tracked now (a plugin pool none of them uses is closed). */
   constructor(workers: number, private readonly log: Logger, private readonly metrics: Metrics, private readonly apps?: () => readonly AppSpec[]) {
     this.pool = this.newPool(workers);
-    this.commandPool = new CheckPool({ workers: 1, log: log.child({ component: 'check-pool', pool: 'commands' }), metrics: metrics.checkPool('commands') });
     if (apps !== undefined) this.sweeper = setInterval(() => this.sweep(), SWEEP_MS).unref();
   }
 
@@ -57,7 +69,9 @@ export class DaemonCheckPools {
       // After stopCommands no new pool is made: the stopped general pool answers "pool closed".
       return this.stopped && !this.plugins.has(key) ? this.pool : this.pluginPool(spec.plugin, key);
     }
-    return spec.runsCommands ? this.commandPool : this.pool;
+    if (!spec.runsCommands) return this.pool;
+    // Nor the command pool, if no command check ran before the stop.
+    return this.stopped && this.commands === undefined ? this.pool : this.commandPool;
   }
 
   /**
@@ -99,7 +113,7 @@ export class DaemonCheckPools {
 
   private newPool(workers: number): CheckPool {
     this.workers = workers;
-    return new CheckPool({ workers, log: this.log.child({ component: 'check-pool' }), metrics: this.metrics.checkPool('checks') });
+    return new CheckPool({ workers, resourceLimits: BUILTIN_RESOURCE_LIMITS, log: this.log.child({ component: 'check-pool' }), metrics: this.metrics.checkPool('checks') });
   }
 
   /** Close the pools of plugin packages that no tracked app uses any more (after their checks have answered). */
@@ -144,7 +158,7 @@ export class DaemonCheckPools {
   stopCommands(): void {
     this.stopped = true;
     clearInterval(this.sweeper);
-    for (const pool of [this.pool, this.commandPool, ...this.plugins.values(), ...this.retiring.keys()]) pool.stopCommands();
+    for (const pool of [this.pool, ...(this.commands ? [this.commands] : []), ...this.plugins.values(), ...this.retiring.keys()]) pool.stopCommands();
   }
 
   /** The closes of every pool, each within its bound (a stop runs them side by side with the other closes). */
@@ -152,7 +166,7 @@ export class DaemonCheckPools {
     clearInterval(this.sweeper);
     return [
       withTimeout(this.pool.close(), 1000, 'check pool close', this.log),
-      withTimeout(this.commandPool.close(), 1000, 'command check pool close', this.log),
+      ...(this.commands ? [withTimeout(this.commands.close(), 1000, 'command check pool close', this.log)] : []),
       ...[...this.plugins].map(([pkg, pool]) => withTimeout(pool.close(), 1000, `check pool of plugin ${pkg} close`, this.log)),
       ...(this.retiring.size > 0 ? [withTimeout(Promise.all(this.retiring.values()), 1000, 'replaced check pools close', this.log)] : []),
     ];
