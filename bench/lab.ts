@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createStack, type Stack } from '../test/lab/stack.js';
 import { waitFor } from '../test/lab/netns.js';
 import { percentile } from './stats.js';
+import { record } from './report.js';
 
 /** BIRD's import counters for a protocol: received updates and withdraws. */
 async function importStats(s: Stack): Promise<{ updates: number; withdraws: number }> {
@@ -52,6 +53,7 @@ async function reinject(): Promise<void> {
     const t0 = performance.now();
     const count = async () => Number(/(\d+) imported/.exec(await s.bird.birdc(['show', 'protocols', 'all', s.protocol]))?.[1] ?? 0);
     await waitFor(async () => (await count()) === n, 300_000, `${n} routes at BIRD`, 200);
+    record('lab', `${n} VIPs: start -> all at BIRD`, 'ms', 'vipcast', [performance.now() - t0]);
     console.log(`${n} VIPs: start of vipcast -> all at BIRD ${(performance.now() - t0).toFixed(0)} ms`);
     await s.gobgpd.kill('SIGKILL');
     await waitFor(async () => (await count()) === 0, 30_000, 'routes gone with gobgpd', 100);
@@ -67,7 +69,7 @@ async function reinject(): Promise<void> {
 }
 
 export async function benchLab(): Promise<void> {
-  const count = Number(process.env.BENCH_FLIPS ?? 200);
+  const count = Number(process.env.BENCH_FLIPS ?? 60);
   console.log('\n## lab: vipcast + gobgpd (node) -> BIRD (tor)');
   for (const apps of [1, 1000]) {
     const s = await createStack();
@@ -84,6 +86,9 @@ export async function benchLab(): Promise<void> {
       const all = performance.now() - t0;
       console.log(`${apps} apps: start of vipcast -> first route at BIRD ${first.toFixed(0)} ms; all ${apps} routes at BIRD after ${all.toFixed(0)} ms`);
       const lat = await flips(s, flag, count);
+      record('lab', `start -> first route at BIRD, ${apps} apps`, 'ms', 'vipcast', [first]);
+      record('lab', `start -> all ${apps} routes at BIRD`, 'ms', 'vipcast', [all]);
+      record('lab', `health flip -> route change at BIRD (birdc polling), ${apps} apps`, 'ms', 'vipcast', lat);
       console.log(`${apps} apps: health flip -> route change at BIRD over ${count} flips: p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms (monitor_interval 200 ms, rise 1, fall 1: includes up to one interval of phase)`);
       if (apps === 1000) {
         writeFileSync(flag, '');
@@ -94,6 +99,7 @@ export async function benchLab(): Promise<void> {
         const line = await d.waitLine((l) => l.component === 'reload' && /^reload: /.test(l.msg), 30_000, 'reload outcome', from);
         await new Promise((r) => setTimeout(r, 1000)); // let any UPDATE reach BIRD
         const after = await importStats(s);
+        record('lab', `reload, ${apps} apps, unchanged file`, 'ms', 'vipcast', [Number(line.duration_ms)]);
         console.log(`reload with ${apps} apps and an unchanged file: ${line.msg} in ${String(line.duration_ms)} ms; UPDATEs received by BIRD ${after.updates - before.updates}, withdraws ${after.withdraws - before.withdraws}`);
       }
       d.kill('SIGTERM');

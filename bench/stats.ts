@@ -1,5 +1,5 @@
 /** Small statistics helpers for the benchmarks. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
@@ -54,4 +54,72 @@ function quantileOf(buckets: Array<[number, number]>, q: number): number {
     prevCount = count;
   }
   return prevLe;
+}
+
+/** Summary of a sample: n, min, p50, p90, p95, p99, max, mean. */
+export interface Spread {
+  n: number;
+  min: number;
+  p50: number;
+  p90: number;
+  p95: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
+
+export function spread(values: number[]): Spread {
+  const round = (v: number) => Math.round(v * 100) / 100;
+  return {
+    n: values.length,
+    min: round(Math.min(...values)),
+    p50: round(percentile(values, 50)),
+    p90: round(percentile(values, 90)),
+    p95: round(percentile(values, 95)),
+    p99: round(percentile(values, 99)),
+    max: round(Math.max(...values)),
+    mean: round(values.reduce((a, b) => a + b, 0) / Math.max(1, values.length)),
+  };
+}
+
+/**
+ * CPU ticks and RSS of process trees (each root and all its descendants, read from /proc). Ticks count the children
+ * a process already reaped (cutime + cstime), so short-lived check commands are included.
+ */
+export function treeStats(roots: number[]): { cpuTicks: number; rssKb: number; processes: number } {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parent.set(Number(name), Number(f[1]));
+      ticks.set(Number(name), Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const inTree = new Set<number>(roots.filter((p) => parent.has(p)));
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, ppid] of parent) {
+      if (!inTree.has(pid) && inTree.has(ppid)) {
+        inTree.add(pid);
+        grew = true;
+      }
+    }
+  }
+  let cpuTicks = 0;
+  let rssKb = 0;
+  for (const pid of inTree) {
+    cpuTicks += ticks.get(pid) ?? 0;
+    try {
+      rssKb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { cpuTicks, rssKb, processes: inTree.size };
 }
