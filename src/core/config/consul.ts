@@ -11,8 +11,7 @@ import type { ConsulSettings, ConsulTlsSettings } from '../../plugin-api.js';
 import type { AgentConfig } from '../config-types.js';
 import { valueError } from '../errors.js';
 import { describe } from './value-checks.js';
-import type { Problems } from './problems.js';
-import type { Get } from './scalars.js';
+import type { Get, Problems } from './problems.js';
 
 /** The agent's Consul settings: consul_addr / consul_token (CONSUL_TOKEN already applied), namespace, partition, TLS, and CONSUL_NODE / CONSUL_STALE. */
 export function consulSettings(agent: Pick<AgentConfig, 'consulAddr' | 'consulToken'> & Partial<Pick<AgentConfig, 'consulNamespace' | 'consulPartition' | 'consulTls'>>, env: NodeJS.ProcessEnv): ConsulSettings {

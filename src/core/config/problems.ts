@@ -1,6 +1,8 @@
 /** The problem list every config check reports into: each problem starts with its key path. */
 import { VipcastError } from '../errors.js';
 
+/** A parsed scalar by key path ('agent.rise'). Here, not in scalars.ts, so a checker the schema imports can use it. */
+export type Get = <T>(key: string) => T;
 
 /** Several problems at once (a list with more than one bad item). */
 export class ProblemList extends Error {

@@ -3,8 +3,7 @@ import convict from 'convict';
 import { Problems, messagesOf } from './problems.js';
 import { SCHEMA, isLeaf, mapping, type Tree } from './schema.js';
 
-/** A parsed scalar by key path ('agent.rise'). */
-export type Get = <T>(key: string) => T;
+export type { Get } from './problems.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The scalar sections through convict
