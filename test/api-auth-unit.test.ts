@@ -359,7 +359,7 @@ ${BGP}
   }
   const all = exposureWarnings(config('listen_addr: ":8080"', 'routing: { plugin: gobgp, gobgp: { address: "127.0.0.1:50051" } }'));
   t.same(all, [
-    'agent.listen_addr: ":8080" is reachable from other hosts and no token is configured: /register, /unregister and POST /reload answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in',
+    'agent.listen_addr: ":8080" is reachable from other hosts and no token is configured: /register, /unregister, POST /reload and POST /maintenance answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in',
     'agent.allowed_prefixes is unset: any prefix of /24 (IPv4) or /48 (IPv6) or longer outside the ranges that are never announced may be announced, from this file and from every authorized /register, Consul service and plugin; list the ranges this host may announce',
     'routing.gobgp.address: "127.0.0.1:50051" is TCP: every local user can use gobgpd\'s API there (read the peers\' MD5 passwords, announce any route); use a unix socket only root can open (see packaging/)',
   ]);

@@ -13,9 +13,9 @@ export function exposureWarnings(config: Pick<VipcastConfig, 'agent' | 'routing'
   const out: string[] = [];
   const { agent, routing } = config;
   if (agent.apiInsecureOpen && agent.listenAddr !== '') {
-    out.push(`agent.api_insecure_open: anyone who can reach ${agent.listenAddr} may register VIPs, unregister apps and reload without a token`);
+    out.push(`agent.api_insecure_open: anyone who can reach ${agent.listenAddr} may register VIPs, unregister apps, reload and set maintenance without a token`);
   } else if (agent.listenAddr !== '' && !agent.listenAddr.startsWith('unix:') && !isLoopbackHost(splitListen(agent.listenAddr).host) && agent.apiToken === '') {
-    out.push(`agent.listen_addr: "${agent.listenAddr}" is reachable from other hosts and no token is configured: /register, /unregister and POST /reload answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in`);
+    out.push(`agent.listen_addr: "${agent.listenAddr}" is reachable from other hosts and no token is configured: /register, /unregister, POST /reload and POST /maintenance answer 401 to them (only root and agent.api_allowed_users on this host may call them); set agent.api_token_file to let other hosts in`);
   }
   if (!dryRun && (agent.prefixPolicy?.allowedPrefixes.length ?? 0) === 0) {
     const p = agent.prefixPolicy ?? DEFAULT_POLICY;
