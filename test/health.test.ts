@@ -121,7 +121,7 @@ t.test('check phases are spread over the interval: a thousand apps do not check 
   for (const n of names) perSlot.set(phaseOf(n, 1000), (perSlot.get(phaseOf(n, 1000)) ?? 0) + 1);
   t.same([...perSlot.keys()].filter((p) => !(p >= 0 && p < 1000 && p % PHASE_SLOT_MS === 0)), [], 'every phase is the start of a slot');
   t.equal(perSlot.size, 1000 / PHASE_SLOT_MS, 'every slot of a 1 s interval is used');
-  t.ok(Math.max(...perSlot.values()) <= 100, `at most 100 apps in one slot (${Math.max(...perSlot.values())})`);
+  t.ok(Math.max(...perSlot.values()) <= 150, `at most 150 apps in one slot (${Math.max(...perSlot.values())})`);
   t.same(names.map((n) => phaseOf(n, 1000)), names.map((n) => phaseOf(n, 1000)), 'the phase of a name is stable');
   t.equal(phaseOf('x', 30), 0, 'an interval shorter than a slot has one phase');
 
@@ -144,7 +144,7 @@ t.test('check phases are spread over the interval: a thousand apps do not check 
   const firsts = [...starts.values()].map((s) => s[0]!);
   t.ok(Math.max(...firsts) - Math.min(...firsts) < 200, 'every first round ran at once');
   const slotsUsed = new Set(apps.map((a) => phaseOf(a.name, INTERVAL_MS)));
-  t.ok(slotsUsed.size >= 4, `40 apps use ${slotsUsed.size} of 8 slots`);
+  t.ok(slotsUsed.size >= 3, `40 apps use ${slotsUsed.size} of 4 slots`);
   const off: string[] = [];
   for (const [i, a] of apps.entries()) {
     const s = starts.get(`port:tcp:${3000 + i}`)!;

@@ -52,8 +52,24 @@ export interface Desired {
   readonly drainEnds: number;
 }
 
+/**
+ * The routes of each app spec for the last route attributes and drain state asked: an event pass (one app changed
+ * among a thousand) then builds no route object for the others, and plan.ts sees the very objects the model holds
+ * (announces() skips comparing their attributes). Specs and bgp configs are immutable: a changed app or a reload
+ * brings new objects, and the entry is built again.
+ */
+const routesCache = new WeakMap<AppSpec, { bgp: object; draining: boolean; routes: Route[] }>();
+
 /** An UP app's routes: one per VIP, global communities then the app's own, de-duplicated; `draining` adds 65535:0. */
 export function appRoutes(app: AppSpec, bgp: Pick<BgpConfig, 'communities' | 'origin'>, draining = false): Route[] {
+  const cached = routesCache.get(app);
+  if (cached !== undefined && cached.bgp === bgp && cached.draining === draining) return cached.routes;
+  const routes = buildRoutes(app, bgp, draining);
+  routesCache.set(app, { bgp, draining, routes });
+  return routes;
+}
+
+function buildRoutes(app: AppSpec, bgp: Pick<BgpConfig, 'communities' | 'origin'>, draining: boolean): Route[] {
   const seen = new Set<string>();
   const communities: Community[] = [];
   for (const c of [...bgp.communities, ...app.communities, ...(draining ? [GRACEFUL_SHUTDOWN] : [])]) {

@@ -79,6 +79,8 @@ export function announces(model: Model, desired: Desired, natBlocked: ReadonlySe
   for (const [key, route] of desired.routes) {
     const have = model.routes.get(key);
     const here = model.vips.get(key)?.app === route.app;
+    // The very route announced before (desired-state.ts keeps each app's route objects): nothing to compare.
+    if (have === route) continue;
     if (have && (have.app === route.app || have.app === '') && routeKey(have) === routeKey(route)) {
       if (have.app === route.app) continue;
       if (here) {
