@@ -100,7 +100,7 @@ async function flipRun(scenario: 'reaction' | 'isolation', system: SystemName, h
     record(scenario, 'health flip -> withdrawn at BIRD', 'ms', system, down, { keepSamples: true });
     record(scenario, 'health flip -> announced at BIRD', 'ms', system, up, { keepSamples: true });
     record(scenario, `flips without a route change at BIRD within ${flipTimeout} ms`, 'count', system, [missed]);
-    console.log(`${scenario} ${SYSTEM_LABEL[system]}${hung ? ` (+${hung} hung)` : ''}: first route ${first.at - t0} ms; withdraw ${fmt(down)}; announce ${fmt(up)} (${flips} flips, ${missed} missed)`);
+    console.log(`${scenario} ${SYSTEM_LABEL[system]}${hung ? ` (+${hung} hung)` : ''}: first route ${first.at - t0} ms; withdraw ${fmt(down)}; announce ${fmt(up)} (${down.length + up.length + missed} flips, ${missed} missed)`);
   });
 }
 
@@ -126,9 +126,9 @@ export async function benchScale(): Promise<void> {
   const seconds = num('BENCH_SCALE_SECONDS', 20);
   console.log(`\n## scale: ${apps} services x 1 s TCP port checks: start -> routes at BIRD, CPU and RSS of the process trees over ${seconds} s`);
   const rounds = num('BENCH_ROUNDS', 2);
-  const acc: Record<SystemName, { first: number[]; all: number[]; cpu: number[]; rss: number[]; procs: number[] }> = {
-    vipcast: { first: [], all: [], cpu: [], rss: [], procs: [] },
-    exabgp: { first: [], all: [], cpu: [], rss: [], procs: [] },
+  const acc: Record<SystemName, { first: number[]; all: number[]; short: number[]; cpu: number[]; rss: number[]; procs: number[] }> = {
+    vipcast: { first: [], all: [], short: [], cpu: [], rss: [], procs: [] },
+    exabgp: { first: [], all: [], short: [], cpu: [], rss: [], procs: [] },
   };
   for (let r = 0; r < rounds; r++) {
     for (const sys of order(r)) {
@@ -136,12 +136,17 @@ export async function benchScale(): Promise<void> {
         await listeners(s, 34000, apps);
         const t0 = await s.start(portServices(apps, 34000));
         const first = await s.waitEvent((e) => e.kind === 'added', t0, 180_000, 'first route');
-        await waitFor(async () => (await s.count()) >= apps, 180_000, `${apps} routes at BIRD`, 100);
-        const added = s.events(true).filter((e) => e.kind === 'added');
-        const all = Math.max(...added.map((e) => e.at)) - t0;
         const a = acc[sys];
         a.first.push(first.at - t0);
-        a.all.push(all);
+        // An agent that never gets all routes there (ExaBGP's healthchecks die on a loaded box) is still measured.
+        const reached = await waitFor(async () => (await s.count()) >= apps, num('BENCH_SCALE_WAIT', 120_000), `${apps} routes at BIRD`, 100).then(() => true, () => false);
+        const added = s.events(true).filter((e) => e.kind === 'added');
+        const all = Math.max(...added.map((e) => e.at)) - t0;
+        if (reached) a.all.push(all);
+        else {
+          a.short.push(await s.count());
+          console.log(`scale ${SYSTEM_LABEL[sys]} round ${r + 1}: only ${a.short.at(-1)} of ${apps} routes at BIRD after ${num('BENCH_SCALE_WAIT', 120_000) / 1000} s`);
+        }
         await sleep(2000); // past the start-up burst
         let prev = treeStats(s.pids());
         let prevT = performance.now();
@@ -157,7 +162,7 @@ export async function benchScale(): Promise<void> {
           prevT = t;
         }
         a.cpu.push(...cpu);
-        console.log(`scale ${SYSTEM_LABEL[sys]} round ${r + 1}: first route ${first.at - t0} ms, all ${apps} ${all} ms; CPU ${percentile(cpu, 50).toFixed(1)} % of a core (p50 of ${seconds} 1 s samples), RSS ${(prev.rssKb / 1024).toFixed(0)} MB in ${prev.processes} processes`);
+        console.log(`scale ${SYSTEM_LABEL[sys]} round ${r + 1}: first route ${first.at - t0} ms, ${reached ? `all ${apps} ${all} ms` : `${a.short.at(-1)} routes at most`}; CPU ${percentile(cpu, 50).toFixed(1)} % of a core (p50 of ${seconds} 1 s samples), RSS ${(prev.rssKb / 1024).toFixed(0)} MB in ${prev.processes} processes`);
       });
     }
   }
@@ -165,6 +170,7 @@ export async function benchScale(): Promise<void> {
     const a = acc[sys];
     record('scale', `start -> first route at BIRD, ${apps} apps`, 'ms', sys, a.first);
     record('scale', `start -> all ${apps} routes at BIRD`, 'ms', sys, a.all);
+    record('scale', `routes at BIRD in runs that never had all ${apps}`, 'count', sys, a.short, { show: ['min', 'max'] });
     record('scale', `CPU, ${apps} apps x 1 s port checks (process tree, % of one core, 1 s samples)`, '%', sys, a.cpu, { show: ['p50', 'p95', 'max'] });
     record('scale', `RSS, ${apps} apps (process tree, 1 s samples)`, 'MB', sys, a.rss, { show: ['p50', 'max'] });
     record('scale', `processes in the tree, ${apps} apps`, 'count', sys, a.procs, { show: ['max'] });

@@ -70,17 +70,20 @@ const fmt = (v: number, unit: Figure['unit']) => {
   return `${v.toFixed(digits)}`;
 };
 
-function cell(f: Figure | undefined): string {
+type Show = Array<keyof Spread>;
+const isRange = (show: Show) => show[0] === 'p50' && show[1] === 'min';
+
+function cell(f: Figure | undefined, show: Show): string {
   if (!f) return '';
   const s = f.spread;
-  if (f.show.length === 1) return `${fmt(s[f.show[0]!], f.unit)} ${f.unit}`;
-  if (f.show[0] === 'p50' && f.show[1] === 'min') return `${fmt(s.p50, f.unit)} (${fmt(s.min, f.unit)}-${fmt(s.max, f.unit)}) ${f.unit}`;
-  return `${f.show.map((k) => fmt(s[k], f.unit)).join(' / ')} ${f.unit}`;
+  if (show.length === 1) return `${fmt(s[show[0]!], f.unit)} ${f.unit}`;
+  if (isRange(show)) return `${fmt(s.p50, f.unit)} (${fmt(s.min, f.unit)}-${fmt(s.max, f.unit)}) ${f.unit}`;
+  return `${show.map((k) => fmt(s[k], f.unit)).join(' / ')} ${f.unit}`;
 }
 
-function ratio(a: Figure | undefined, b: Figure | undefined): string {
+function ratio(a: Figure | undefined, b: Figure | undefined, show: Show): string {
   if (!a || !b) return '';
-  const keys = a.show[0] === 'p50' && a.show[1] === 'min' ? (['p50'] as const) : a.show;
+  const keys = isRange(show) ? (['p50'] as const) : show;
   return keys.map((k) => (a.spread[k] > 0 ? `${(b.spread[k] / a.spread[k]).toFixed(1)}x` : '-')).join(' / ');
 }
 
@@ -97,9 +100,13 @@ export function table(list: Figure[] = figures): string {
     const [scenario, name] = key.split('\u0000') as [string, string];
     const v = bySystem.get('vipcast');
     const x = bySystem.get('exabgp');
-    const any = v ?? x ?? [...bySystem.values()][0]!;
-    const stat = any.show.length === 1 ? (any.spread.n === 1 ? 'value' : any.show[0]) : any.show[1] === 'min' ? `median (min-max), n=${any.spread.n}` : `${any.show.join(' / ')}, n=${any.spread.n}`;
-    out.push(`| ${scenario} | ${name} | ${stat} | ${cell(v)} | ${cell(x)} | ${ratio(v, x)} |`);
+    // One set of statistics per row, that of the system with the most samples (the two can differ in n).
+    const any = [...bySystem.values()].sort((a, b) => b.spread.n - a.spread.n)[0]!;
+    const show = any.show;
+    const ns = [...bySystem.values()].map((f) => f.spread.n);
+    const n = Math.min(...ns) === Math.max(...ns) ? `n=${ns[0]}` : `n=${[v, x].filter(Boolean).map((f) => f!.spread.n).join('/')}`;
+    const stat = show.length === 1 ? (any.spread.n === 1 ? 'value' : `${show[0]}, ${n}`) : isRange(show) ? `median (min-max), ${n}` : `${show.join(' / ')}, ${n}`;
+    out.push(`| ${scenario} | ${name} | ${stat} | ${cell(v, show)} | ${cell(x, show)} | ${ratio(v, x, show)} |`);
   }
   return out.join('\n');
 }
