@@ -33,7 +33,7 @@ async function withLab(scenario: string, system: SystemName, fn: (s: SideLab) =>
     await fn(s);
   } catch (err) {
     console.error(`${scenario} ${SYSTEM_LABEL[system]}: run failed: ${(err as Error).message}`);
-    record(scenario, 'runs failed (see the log)', 'count', system, [1]);
+    record(scenario, 'runs failed (see the log)', 'count', system, [1], { show: ['n'] });
   } finally {
     await s.destroy();
   }
