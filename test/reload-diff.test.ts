@@ -104,7 +104,11 @@ t.test('agent settings are listed by key', async (t) => {
 });
 
 t.test('every agent setting is placed: applied by a reload or reported as needing a restart', async (t) => {
-  t.same(Object.keys(base.agent).sort(), Object.keys(AGENT_RELOAD).sort());
+  // Absent from the agent config when unset (config/agent.ts), so a config without them reads as before.
+  const optional = ['consulNamespace', 'consulPartition', 'consulTls'];
+  t.notOk(optional.some((k) => k in base.agent), 'the optional keys are absent when unset');
+  t.same([...Object.keys(base.agent), ...optional].sort(), Object.keys(AGENT_RELOAD).sort());
+  t.ok(diffConfig(base, cfg((c) => { Object.assign(c.agent, { consul_namespace: 'team-a' }); })).agent.includes('consulNamespace'), 'an optional key set by a reload is a change');
   t.same(Object.entries(AGENT_RELOAD).filter(([, how]) => how === 'restart').map(([k]) => k).sort(), ['apiSocketGroup', 'apiSocketMode', 'stateFile']);
   const d = diffConfig(base, cfg((c) => { Object.assign(c.agent, { state_file: '/tmp/x.json', check_workers: 4 }); }));
   t.same(describeDiff(d, new Map([['stateFile', 'needs a restart']])).sort(), ['agent.checkWorkers: changed', 'agent.stateFile: changed in the file, not applied: needs a restart']);
