@@ -259,8 +259,12 @@ export async function createSideLab(system: SystemName): Promise<SideLab> {
       },
       async signal(sig) {
         if (!agent) return;
-        agent.kill(sig);
-        await agent.exited;
+        const a = agent;
+        a.kill(sig);
+        // Bounded: a run that does not exit is killed (its exit time then shows ~12 s) rather than hanging the bench.
+        const t = setTimeout(() => a.kill('SIGKILL'), 12_000);
+        await a.exited;
+        clearTimeout(t);
       },
       events(all = false) {
         readNew();
