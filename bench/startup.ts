@@ -73,17 +73,22 @@ async function labExternalOnce(): Promise<{ route: number; configLoaded: number;
     const wall0 = Date.now();
     const t0 = performance.now();
     const d = s.startVipcast(file, [], { NODE_OPTIONS: '' });
-    await waitFor(async () => (await s.routes()).length > 0, 60_000, 'first route', 10);
-    const route = performance.now() - t0;
-    const loaded = d.lines.find((l) => l.msg === 'config loaded');
-    // The route can reach BIRD before this process has read the log line that says so.
-    const ann = await d.waitLine((l) => l.event === 'route' && l.action === 'announce', 5000, 'announce line').catch(() => undefined);
-    d.kill('SIGTERM');
-    await Promise.race([d.exited, new Promise((r) => setTimeout(r, 10_000))]);
-    return { route, configLoaded: loaded ? loaded.time - wall0 : NaN, announce: ann ? ann.time - wall0 : NaN };
+    return await firstRoute(d, async () => (await s.routes()).length > 0, t0, wall0);
   } finally {
     await s.destroy();
   }
+}
+
+/** Wait for the first route at BIRD, then read the daemon's own times for 'config loaded' and the announce; stop it. */
+async function firstRoute(d: DaemonProcess, atBird: () => Promise<boolean>, t0: number, wall0: number): Promise<{ route: number; configLoaded: number; announce: number }> {
+  await waitFor(atBird, 60_000, 'first route', 10);
+  const route = performance.now() - t0;
+  const loaded = d.lines.find((l) => l.msg === 'config loaded');
+  // The route can reach BIRD before this process has read the log line that says so.
+  const ann = await d.waitLine((l) => l.event === 'route' && l.action === 'announce', 5000, 'announce line').catch(() => undefined);
+  d.kill('SIGTERM');
+  await Promise.race([d.exited, new Promise((r) => setTimeout(r, 10_000))]);
+  return { route, configLoaded: loaded ? loaded.time - wall0 : NaN, announce: ann ? ann.time - wall0 : NaN };
 }
 
 /** Lab: spawn of vipcast -> first route at BIRD, vipcast starting gobgpd itself (routing.gobgp.managed). */
@@ -120,14 +125,7 @@ apps:
     const wall0 = Date.now();
     const t0 = performance.now();
     d = new DaemonProcess(['run', '-c', file], { netns: lab.a, env: { VIPCAST_GOBGP_ADDRESS: '', NODE_OPTIONS: '' } });
-    await waitFor(async () => (await bird.routes('uplink')).length > 0, 60_000, 'first route', 10);
-    const route = performance.now() - t0;
-    const loaded = d.lines.find((l) => l.msg === 'config loaded');
-    // The route can reach BIRD before this process has read the log line that says so.
-    const ann = await d.waitLine((l) => l.event === 'route' && l.action === 'announce', 5000, 'announce line').catch(() => undefined);
-    d.kill('SIGTERM');
-    await Promise.race([d.exited, new Promise((r) => setTimeout(r, 10_000))]);
-    return { route, configLoaded: loaded ? loaded.time - wall0 : NaN, announce: ann ? ann.time - wall0 : NaN };
+    return await firstRoute(d, async () => (await bird.routes('uplink')).length > 0, t0, wall0);
   } finally {
     await d?.stop();
     // A gobgpd left behind (it should have died with vipcast): never leave it running.
