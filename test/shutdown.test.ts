@@ -64,6 +64,8 @@ apps:
   const d = new DaemonProcess(['run', '-c', file]);
   t.teardown(() => d.stop());
   await d.waitLine((l) => l.event === 'route' && l.action === 'announce' && l.prefix === '198.18.102.2/32', 20_000, 'announce');
+  // The API starts after the first pass (issue 14: fastify is not on the way to the first announce).
+  await d.waitLine((l) => l.msg === 'HTTP API listening', 20_000, 'API listening');
   // The request: headers and 10 of its 1000 body bytes sent, the rest never. The server holds it until its
   // requestTimeout (10 s, the forced exit's bound): only the API close's own bound keeps the exit short.
   const sock = connect(port, '127.0.0.1');

@@ -206,6 +206,7 @@ export class Daemon implements DaemonForApi, DaemonForReload {
     }
     await this.configureDiscovery(config);
     this.reconciler.start();
+    if (config.agent.listenAddr) import('./api.js').catch(() => undefined); // fastify loads while the first pass waits on ip/gobgpd
     await this.reconciler.trigger(true);
     await this.listen(config.agent.listenAddr).catch((err: unknown) => {
       this.log.error({ err, listen_addr: config.agent.listenAddr }, 'HTTP API could not start; running without it');
